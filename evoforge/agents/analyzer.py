@@ -1,0 +1,59 @@
+"""The Analyzer: reads everything the experiment produced and writes a compact report plus reusable insights."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evoforge.agents.base import add_usage, ask
+from evoforge.agents.prompting import render
+from evoforge.config import RunConfig
+from evoforge.graph.resources import resources_for
+from evoforge.graph.state import State
+from evoforge.llm.usage import LLMCallError
+
+log = logging.getLogger(__name__)
+_INSIGHT = re.compile(r"^[\s*#>-]*insight[\s*]*[:：]\s*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
+MAX_REPORT_CHARS = 2500
+
+
+def parse_report(reply: str) -> tuple[str, list[str]]:
+    """The report (clipped) and the INSIGHT lines in it (at most two, each at least a few words)."""
+    insights = [" ".join(m.group("text").split()) for m in _INSIGHT.finditer(reply)]
+    insights = [text for text in insights if len(text.split()) >= 4][:2]
+    return reply.strip()[:MAX_REPORT_CHARS], insights
+
+
+def fallback_report(state: State) -> str:
+    """A factual report from the stage results alone, for when the model cannot be reached."""
+    lines = [f"RESULT: {state.status or 'unknown'}" + (f" - {state.error}" if state.error else "")]
+    for stage in state.stage_results:
+        lines.append(f"stage {stage.get('stage')}: {stage.get('status')}, score {stage.get('score')}")
+    return "\n".join(lines)
+
+
+def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Write the node's analysis; a model failure leaves a factual report, never a crash."""
+    res = resources_for(state.run_id, runtime)
+    assert state.candidate is not None and state.parent is not None
+    messages = render(
+        res.task,
+        "analyzer",
+        candidate=state.candidate,
+        parent=state.parent,
+        best_score=state.best_score,
+        status=state.status,
+        error=state.error,
+        diff=state.candidate.get("diff", ""),
+        stage_results=state.stage_results,
+    )
+    try:
+        reply, usage = ask(res, "analyzer", messages, run_id=state.run_id, round_=state.round, attempt=0)
+    except LLMCallError as exc:
+        log.warning("analyzer model call failed (round %s): %s", state.round, exc)
+        return {"analysis": fallback_report(state) + f"\n(analyzer unavailable: {exc})", "insights": []}
+    analysis, insights = parse_report(reply)
+    return {"analysis": analysis, "insights": insights, "usage": add_usage(state.usage, "analyzer", usage)}

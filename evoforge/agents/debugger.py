@@ -1,0 +1,58 @@
+"""The Debugger: reads a runtime failure's traceback and patches the candidate; bounded attempts."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evoforge.agents.base import add_usage, ask
+from evoforge.agents.editing import EditError, apply_edit, keep_fixed_region, parse_edit, unified_diff
+from evoforge.agents.prompting import render
+from evoforge.agents.static_checker import code_problems
+from evoforge.config import RunConfig
+from evoforge.graph.resources import resources_for
+from evoforge.graph.state import State
+from evoforge.llm.usage import LLMCallError
+
+log = logging.getLogger(__name__)
+_FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：]\s*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Patch the failing candidate; a usable patch goes back to the Engineer from the first stage."""
+    res = resources_for(state.run_id, runtime)
+    assert state.candidate is not None and state.parent is not None and state.stage_results
+    failure = state.stage_results[-1]
+    attempts = state.debug_attempts + 1
+    exhausted = attempts >= res.config.bounds.max_debug_attempts
+    earlier = [line for line in state.feedback if line.startswith("debugger:")]
+    messages = render(res.task, "debugger", candidate=state.candidate, failure=failure, feedback=earlier)
+    update: dict[str, Any] = {"debug_attempts": attempts}
+    try:
+        reply, usage = ask(res, "debugger", messages, run_id=state.run_id, round_=state.round, attempt=attempts)
+    except LLMCallError as exc:
+        log.warning("debugger model call failed (round %s): %s", state.round, exc)
+        problem = f"the model call failed: {exc}"
+    else:
+        update["usage"] = add_usage(state.usage, "debugger", usage)
+        try:
+            code, _ = apply_edit(state.candidate["code"], parse_edit(reply))
+            if res.task.evolve_block:
+                code, _ = keep_fixed_region(state.parent["code"], code)
+            problems = code_problems(res.task, code)
+            if problems:
+                raise EditError("; ".join(problems))
+        except EditError as exc:
+            problem = f"the patch could not be used: {exc}"
+        else:
+            fix = _FIX.search(reply)
+            candidate = dict(state.candidate, code=code, diff=unified_diff(state.parent["code"], code))
+            note = f"debugger: {fix.group('text').strip() if fix else 'patched'} (attempt {attempts})"
+            return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
+    update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
+    if exhausted:
+        update["status"] = "runtime_failed"
+    return update

@@ -1,0 +1,158 @@
+"""Edits the Researcher and the Debugger make to a program: SEARCH/REPLACE blocks, full rewrites, and the
+task's evolvable region (between EVOLVE-BLOCK-START and EVOLVE-BLOCK-END comment lines)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+BLOCK_START = "EVOLVE-BLOCK-START"
+BLOCK_END = "EVOLVE-BLOCK-END"
+
+_DIFF_BLOCK = re.compile(
+    r"^[ \t]*<{5,}[ \t]*SEARCH[ \t]*\n(?P<search>.*?)^[ \t]*={5,}[ \t]*\n(?P<replace>.*?)^[ \t]*>{5,}[ \t]*REPLACE[ \t]*$",
+    re.DOTALL | re.MULTILINE,
+)
+_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(?P<body>.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+class EditError(ValueError):
+    """A reply whose edits cannot be applied; the message tells the model what to fix."""
+
+
+@dataclass(frozen=True)
+class SearchReplace:
+    search: str
+    replace: str
+
+
+@dataclass(frozen=True)
+class Edit:
+    """The code-changing part of a reply: either diff blocks or a full program (or both, rewrite as fallback)."""
+
+    blocks: tuple[SearchReplace, ...]
+    rewrite: str | None
+
+
+def parse_edit(reply: str) -> Edit:
+    """Find SEARCH/REPLACE blocks and/or a fenced full program in a model reply."""
+    blocks = tuple(
+        SearchReplace(m.group("search").rstrip("\n"), m.group("replace").rstrip("\n"))
+        for m in _DIFF_BLOCK.finditer(reply)
+    )
+    without_blocks = _DIFF_BLOCK.sub("", reply)
+    fenced = [m.group("body") for m in _FENCE.finditer(without_blocks) if m.group("body").strip()]
+    rewrite = max(fenced, key=len) if fenced else None
+    if not blocks and rewrite is None:
+        raise EditError(
+            "no code found: give SEARCH/REPLACE blocks (<<<<<<< SEARCH / ======= / >>>>>>> REPLACE) "
+            "or the full program in a ```python fenced block"
+        )
+    return Edit(blocks, rewrite)
+
+
+def _locate_loosely(code: str, search: str) -> tuple[int, int] | None:
+    """Find `search` in `code` line by line ignoring indentation and trailing spaces; (start, end) offsets."""
+    code_lines = code.splitlines(keepends=True)
+    wanted = [line.strip() for line in search.splitlines()]
+    while wanted and not wanted[0]:
+        wanted.pop(0)
+    while wanted and not wanted[-1]:
+        wanted.pop()
+    if not wanted:
+        return None
+    stripped = [line.strip() for line in code_lines]
+    for i in range(len(code_lines) - len(wanted) + 1):
+        if stripped[i : i + len(wanted)] == wanted:
+            start = sum(len(line) for line in code_lines[:i])
+            end = start + sum(len(line) for line in code_lines[i : i + len(wanted)])
+            return start, end
+    return None
+
+
+def apply_blocks(code: str, blocks: tuple[SearchReplace, ...]) -> str:
+    """Apply SEARCH/REPLACE blocks in order; exact match first, then a whitespace-tolerant line match."""
+    for n, block in enumerate(blocks, 1):
+        if block.search and block.search in code:
+            code = code.replace(block.search, block.replace, 1)
+            continue
+        span = _locate_loosely(code, block.search)
+        if span is None:
+            first = next((line for line in block.search.splitlines() if line.strip()), "")
+            raise EditError(
+                f"SEARCH block {n} of {len(blocks)} does not match the parent program "
+                f"(first line: {first.strip()[:80]!r}); copy the lines exactly from the parent"
+            )
+        start, end = span
+        replacement = block.replace if block.replace.endswith("\n") or not block.replace else block.replace + "\n"
+        code = code[:start] + replacement + code[end:]
+    return code
+
+
+def apply_edit(parent_code: str, edit: Edit) -> tuple[str, str]:
+    """The child program and how it was made ('diff' or 'rewrite'); diffs first, the rewrite as fallback."""
+    if edit.blocks:
+        try:
+            return apply_blocks(parent_code, edit.blocks), "diff"
+        except EditError:
+            if edit.rewrite is None:
+                raise
+    assert edit.rewrite is not None
+    return edit.rewrite, "rewrite"
+
+
+def split_evolve_block(code: str) -> tuple[str, str, str] | None:
+    """(before, block, after) around the evolvable region, markers kept in before/after; None without markers."""
+    lines = code.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if BLOCK_START in line]
+    ends = [i for i, line in enumerate(lines) if BLOCK_END in line]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        return None
+    s, e = starts[0], ends[0]
+    return "".join(lines[: s + 1]), "".join(lines[s + 1 : e]), "".join(lines[e:])
+
+
+def _normalised(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines() if line.strip()]
+
+
+def keep_fixed_region(parent_code: str, child_code: str) -> tuple[str, str | None]:
+    """Enforce that only the parent's evolvable region changed.
+
+    Returns the (possibly repaired) child and a note when a repair happened: edits outside the region are
+    discarded by splicing the child's region (or the whole child, if it has no markers) into the parent.
+    """
+    parent_parts = split_evolve_block(parent_code)
+    if parent_parts is None:
+        return child_code, None
+    before, _, after = parent_parts
+    child_parts = split_evolve_block(child_code)
+    if child_parts is not None:
+        c_before, c_block, c_after = child_parts
+        if _normalised(c_before) == _normalised(before) and _normalised(c_after) == _normalised(after):
+            return child_code, None
+        block = c_block
+        note = "edits outside the EVOLVE-BLOCK were discarded (the fixed code must stay as it is)"
+    else:
+        block = child_code if child_code.endswith("\n") else child_code + "\n"
+        note = "the reply had no EVOLVE-BLOCK markers; its code was placed inside the parent's evolvable region"
+    return before + block + after, note
+
+
+def unified_diff(parent_code: str, child_code: str, *, context: int = 2) -> str:
+    return "".join(
+        difflib.unified_diff(
+            parent_code.splitlines(keepends=True),
+            child_code.splitlines(keepends=True),
+            fromfile="parent.py",
+            tofile="candidate.py",
+            n=context,
+        )
+    )
+
+
+def evolvable_text(code: str) -> str:
+    """The part of a program the model may change (the whole program when it has no markers)."""
+    parts = split_evolve_block(code)
+    return parts[1] if parts else code

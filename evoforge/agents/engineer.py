@@ -1,0 +1,132 @@
+"""The Engineer: runs the task's evaluation cascade in the sandbox, one stage per step, through its tools.
+
+One stage per graph step means every finished stage is checkpointed, and an approval `interrupt()` before a
+costly stage never re-runs the stages before it when the graph resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from evoforge.config import RunConfig
+from evoforge.graph.resources import Resources, resources_for
+from evoforge.graph.state import State
+from evoforge.tasks.spec import Stage
+from evoforge.tools.evaluation import StageOutcome, read_log_tail, read_metrics, run_stage
+
+log = logging.getLogger(__name__)
+
+STATUS_AFTER_STAGE = {
+    "below_threshold": "early_rejected",
+    "invalid": "invalid",
+    "timeout": "timeout",
+    "resource_limit": "resource_limit",
+    "evaluator_error": "evaluator_error",
+}
+"""Round status when a stage ends the cascade; `ok` continues and `runtime_error` may go to the Debugger."""
+
+
+def needs_approval(config: RunConfig, stage: Stage) -> bool:
+    return config.approval_cost_threshold is not None and stage.cost > config.approval_cost_threshold
+
+
+def approval_request(state: State, stage: Stage) -> dict[str, Any]:
+    """What a person sees before a costly stage: enough to judge without opening the run."""
+    candidate = state.candidate or {}
+    diff = candidate.get("diff", "")
+    return {
+        "kind": "approve_stage",
+        "run_id": state.run_id,
+        "node_id": state.node_id,
+        "round": state.round,
+        "candidate": candidate.get("name"),
+        "motivation": candidate.get("motivation"),
+        "diff_lines": sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")),
+        "static_check": state.static_report,
+        "stages_so_far": [{k: r.get(k) for k in ("stage", "status", "score")} for r in state.stage_results],
+        "stage": stage.name,
+        "cost": stage.cost,
+        "settings": stage.settings,
+        "options": {"action": ["approve", "reject", "edit"], "settings": "for edit: stage settings to change",
+                    "reason": "free text"},
+    }
+
+
+def parse_decision(value: Any) -> dict[str, Any]:
+    """Normalise a resume value; a bare string is an action. Anything unusable is a ValueError naming it."""
+    if isinstance(value, str):
+        value = {"action": value}
+    if not isinstance(value, dict) or value.get("action") not in ("approve", "reject", "edit"):
+        raise ValueError(f"approval must be approve, reject or edit (optionally with settings/reason), got {value!r}")
+    settings = value.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"approval settings must be a mapping, got {settings!r}")
+    return {"action": value["action"], "settings": settings, "reason": str(value.get("reason") or "")}
+
+
+def stage_workdir(res: Resources, state: State, stage: Stage) -> Path:
+    return res.run_dir(state.run_id) / "nodes" / state.node_id / f"{stage.name}-try{state.debug_attempts}"
+
+
+def run_one_stage(res: Resources, stage: Stage, code: str, workdir: Path,
+                  settings: dict[str, Any] | None) -> tuple[StageOutcome, list[dict[str, Any]]]:
+    """Run a stage and read its results the way a person would: metrics, then the log on failure."""
+    outcome = run_stage(res.task, stage, code, workdir, res.sandbox, settings_override=settings,
+                        max_output_bytes=res.config.sandbox.max_output_bytes)
+    calls = [{"tool": "run_stage", "args": {"stage": stage.name, "workdir": str(workdir), "settings": settings or {}},
+              "result": f"{outcome.status}, score {outcome.score}"}]
+    metrics_text = read_metrics.invoke({"results_dir": outcome.results_dir})
+    calls.append({"tool": "read_metrics", "args": {"results_dir": outcome.results_dir}, "result": metrics_text[:1500]})
+    if outcome.failed:
+        tail = read_log_tail.invoke({"results_dir": outcome.results_dir, "stream": "stderr", "lines": 30})
+        calls.append({"tool": "read_log_tail", "args": {"results_dir": outcome.results_dir, "stream": "stderr"},
+                      "result": tail[-1500:]})
+    return outcome, calls
+
+
+def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Run the next stage; set the round status when the cascade ends."""
+    res = resources_for(state.run_id, runtime)
+    assert state.candidate is not None
+    stage = res.task.stages[state.next_stage]
+    approval = state.approval
+    settings = None
+    if needs_approval(res.config, stage):
+        approval = parse_decision(interrupt(approval_request(state, stage)))
+        if approval["action"] == "reject":
+            reason = approval["reason"] or "no reason given"
+            return {"approval": approval, "status": "rejected_by_human",
+                    "error": f"a person rejected stage {stage.name!r} (cost {stage.cost}): {reason}"}
+        settings = approval["settings"] if approval["action"] == "edit" else None
+    outcome, calls = run_one_stage(res, stage, state.candidate["code"], stage_workdir(res, state, stage), settings)
+    update: dict[str, Any] = {"stage_results": [outcome.to_dict()], "tool_calls": calls, "approval": approval}
+    if outcome.status == "ok":
+        if state.next_stage + 1 < len(res.task.stages):
+            update["next_stage"] = state.next_stage + 1
+        else:
+            update["status"] = "evaluated"
+    elif outcome.status == "runtime_error":
+        exhausted = state.debug_attempts >= res.config.bounds.max_debug_attempts
+        update["status"] = "runtime_failed" if exhausted else "runtime_error"
+        update["error"] = outcome.error
+    else:
+        update["status"] = STATUS_AFTER_STAGE[outcome.status]
+        update["error"] = outcome.error
+    return update
+
+
+def evaluate_program(res: Resources, code: str, node_dir: Path) -> tuple[str, list[dict[str, Any]], str | None]:
+    """The whole cascade without agents (the seed program): (status, stage results, error)."""
+    results: list[dict[str, Any]] = []
+    for stage in res.task.stages:
+        outcome, _ = run_one_stage(res, stage, code, node_dir / stage.name, None)
+        results.append(outcome.to_dict())
+        if outcome.status != "ok":
+            status = "runtime_failed" if outcome.status == "runtime_error" else STATUS_AFTER_STAGE[outcome.status]
+            return status, results, outcome.error
+    return "evaluated", results, None

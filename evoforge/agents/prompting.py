@@ -1,0 +1,71 @@
+"""Prompt templates: one system and one user template per role, rendered here and nowhere else.
+
+A task may override either template of a role with `prompts: {"researcher.user": "my_prompt.jinja"}` in its
+task.yaml. Rendering is strict: a placeholder left unfilled is an error, not an empty string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from evoforge.tasks.spec import TaskSpec
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+ROLES_WITH_PROMPTS = ("researcher", "debugger", "analyzer", "novelty_judge", "static_review")
+
+
+def _clip(text: Any, limit: int) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 15].rstrip() + " …[clipped]"
+
+
+def _tail(text: Any, limit: int) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else "[…] " + text[-limit:]
+
+
+def _score(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "none"
+    return f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _compact(value: Any, limit: int) -> str:
+    return _clip(json.dumps(value, default=str, separators=(",", ":")), limit)
+
+
+@lru_cache(maxsize=32)
+def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(search_path)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        trim_blocks=False,
+        autoescape=False,
+    )
+    env.filters.update(clip=_clip, tail=_tail, score=_score, compact=_compact)
+    return env
+
+
+def _template(task: TaskSpec, name: str) -> jinja2.Template:
+    override = task.prompts.get(name)
+    if override:
+        path = (task.root / override).resolve()
+        return _environment((str(path.parent), str(PROMPTS_DIR))).get_template(path.name)
+    return _environment((str(PROMPTS_DIR),)).get_template(f"{name}.jinja")
+
+
+def render(task: TaskSpec, role: str, **variables: Any) -> list[BaseMessage]:
+    """System + user messages for `role`; the system part depends only on the task (a stable prefix)."""
+    if role not in ROLES_WITH_PROMPTS:
+        raise ValueError(f"role must be one of {ROLES_WITH_PROMPTS}, got {role!r}")
+    system = _template(task, f"{role}.system").render(task=task).strip()
+    user = _template(task, f"{role}.user").render(task=task, **variables).strip()
+    return [SystemMessage(system), HumanMessage(user)]

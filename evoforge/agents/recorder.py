@@ -1,0 +1,106 @@
+"""Recording, the last step of every round: the node goes into memory (idempotently), insights into
+cognition, and the stop criteria are checked."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evoforge.agents.novelty_checker import embed_candidate
+from evoforge.config import RunConfig
+from evoforge.graph.resources import Resources, resources_for
+from evoforge.graph.state import State
+from evoforge.memory.nodes import NodeRecord, code_hash
+
+log = logging.getLogger(__name__)
+
+
+def node_id_for(run_id: str, round_: int, lane: int) -> str:
+    """Deterministic, so a round replayed after a crash writes the same node (and the insert is a no-op)."""
+    return f"{run_id}-r{round_:04d}-l{lane}"
+
+
+def resource_totals(stage_results: list[dict[str, Any]]) -> dict[str, float]:
+    return {
+        "wall_s": round(sum(r.get("wall_s", 0.0) for r in stage_results), 3),
+        "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in stage_results), 3),
+        "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in stage_results), default=0.0),
+        "gpu_seconds": round(sum(r.get("gpu_seconds", 0.0) for r in stage_results), 3),
+    }
+
+
+def stop_reason(res: Resources, *, round_: int, best_score: float | None, tokens_used: int,
+                rounds_since_best: int) -> str | None:
+    config, task = res.config, res.task
+    target = config.budget.target_score if config.budget.target_score is not None else task.score.target
+    if best_score is not None and target is not None and not task.better(target, best_score):
+        return f"target {target} reached"
+    if config.budget.max_tokens is not None and tokens_used >= config.budget.max_tokens:
+        return f"token budget {config.budget.max_tokens} spent"
+    if config.budget.patience is not None and rounds_since_best >= config.budget.patience:
+        return f"no improvement for {rounds_since_best} rounds"
+    if round_ >= config.rounds:
+        return f"{config.rounds} rounds done"
+    return None
+
+
+def build_node(res: Resources, state: State) -> NodeRecord:
+    candidate = state.candidate or {}
+    code = candidate.get("code", "")
+    last = state.stage_results[-1] if state.stage_results else {}
+    status = state.status or "evaluated"
+    return NodeRecord(
+        id=state.node_id,
+        run_id=state.run_id,
+        round=state.round,
+        lane=0,
+        parent_ids=[state.parent["id"]] if state.parent else [],
+        inspiration_ids=[node["id"] for node in state.inspirations],
+        name=candidate.get("name", f"failed_r{state.round}"),
+        motivation=candidate.get("motivation", ""),
+        code=code,
+        diff=candidate.get("diff", ""),
+        status=status,
+        score=last.get("score"),
+        valid=status == "evaluated",
+        metrics=last.get("metrics", {}),
+        stage_results=state.stage_results,
+        analysis=state.analysis,
+        error=state.error,
+        feedback="\n".join(state.feedback) or None,
+        code_hash=code_hash(code) if code else "",
+        embedding=embed_candidate(res.embedder, candidate.get("motivation", ""), code) if code else None,
+        cognition_ids=[item["id"] for item in state.cognition],
+        tokens_in=int(sum(u.get("tokens_in", 0) for u in state.usage.values())),
+        tokens_out=int(sum(u.get("tokens_out", 0) for u in state.usage.values())),
+        llm_seconds=round(sum(u.get("seconds", 0.0) for u in state.usage.values()), 3),
+        eval_seconds=resource_totals(state.stage_results)["wall_s"],
+        resources={**resource_totals(state.stage_results), "usage": state.usage},
+        policy=state.policy,
+        island=0,
+    )
+
+
+def record_node(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Write the round's node and insights; decide whether the run goes on."""
+    res = resources_for(state.run_id, runtime)
+    node = build_node(res, state)
+    res.nodes.record_node(node)
+    for insight in state.insights:
+        res.cognition.add(res.task.name, insight, title=f"lesson from {node.name}", source=f"node:{node.id}",
+                          kind="insight", node_id=node.id)
+    best_id, best_score, since_best = state.best_node_id, state.best_score, state.rounds_since_best + 1
+    if node.valid and node.score is not None and math.isfinite(node.score) and (
+        best_score is None or res.task.better(node.score, best_score)
+    ):
+        best_id, best_score, since_best = node.id, node.score, 0
+    tokens_used = state.tokens_used + node.tokens_in + node.tokens_out
+    reason = stop_reason(res, round_=state.round, best_score=best_score, tokens_used=tokens_used,
+                         rounds_since_best=since_best)
+    if reason:
+        res.nodes.update_run_status(state.run_id, "finished", reason)
+    return {"best_node_id": best_id, "best_score": best_score, "rounds_since_best": since_best,
+            "tokens_used": tokens_used, "stop_reason": reason}

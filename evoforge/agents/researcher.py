@@ -1,0 +1,107 @@
+"""The Researcher: reads the parent, inspirations, cognition and feedback; writes a named, motivated candidate."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.runtime import Runtime
+
+from evoforge.agents.base import add_usage, ask
+from evoforge.agents.editing import Edit, EditError, apply_edit, parse_edit, unified_diff
+from evoforge.agents.prompting import render
+from evoforge.config import RunConfig
+from evoforge.graph.resources import resources_for
+from evoforge.graph.state import State
+from evoforge.llm.usage import LLMCallError
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[\s*#>-]*name[\s*]*[:：]\s*(?P<name>.+)$", re.IGNORECASE | re.MULTILINE)
+_MOTIVATION = re.compile(
+    r"^[\s*#>-]*motivation[\s*]*[:：]\s*(?P<text>.*?)(?=^[ \t]*<{5,}|^[ \t]*```|^[\s*#>-]*name[\s*]*[:：]|\Z)",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL,
+)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    name: str
+    motivation: str
+    edit: Edit
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"[`*\"']", "", name).strip()
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower()
+    return name[:60]
+
+
+def parse_proposal(reply: str) -> Proposal:
+    """NAME, MOTIVATION and the edit; raises EditError with what to fix when the code part is unusable."""
+    reply = _THINK.sub("", reply)
+    name_match = _NAME.search(reply)
+    motivation_match = _MOTIVATION.search(reply)
+    edit = parse_edit(reply)
+    motivation = " ".join(motivation_match.group("text").split()) if motivation_match else ""
+    return Proposal(
+        name=_snake(name_match.group("name")) if name_match else "",
+        motivation=motivation[:2000],
+        edit=edit,
+    )
+
+
+def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Ask the Researcher for a candidate; an unusable reply is retried with its error, then recorded as failed."""
+    res = resources_for(state.run_id, runtime)
+    assert state.parent is not None, "sample_context must choose a parent before the Researcher runs"
+    parent_code: str = state.parent["code"]
+    messages = render(
+        res.task,
+        "researcher",
+        parent=state.parent,
+        inspirations=state.inspirations,
+        cognition=state.cognition,
+        feedback=state.feedback,
+    )
+    usage = state.usage
+    errors: list[str] = []
+    for parse_try in range(res.config.bounds.max_parse_retries + 1):
+        attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
+        try:
+            reply, call_usage = ask(res, "researcher", messages, run_id=state.run_id, round_=state.round, attempt=attempt)
+        except LLMCallError as exc:
+            log.warning("researcher model call failed (round %s): %s", state.round, exc)
+            errors.append(f"the model call failed: {exc}")
+            continue
+        usage = add_usage(usage, "researcher", call_usage)
+        try:
+            proposal = parse_proposal(reply)
+            code, mode = apply_edit(parent_code, proposal.edit)
+        except EditError as exc:
+            errors.append(str(exc))
+            messages = [
+                *messages,
+                AIMessage(reply),
+                HumanMessage(f"That reply could not be used: {exc}. Reply again in the required format."),
+            ]
+            continue
+        candidate = {
+            "name": proposal.name or f"candidate_r{state.round}",
+            "motivation": proposal.motivation,
+            "code": code,
+            "diff": unified_diff(parent_code, code),
+            "edit_mode": mode,
+        }
+        return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors)}
+    return {
+        "candidate": None,
+        "usage": usage,
+        "parse_failures": state.parse_failures + len(errors),
+        "status": "parse_failed",
+        "error": f"no usable reply after {len(errors)} attempts; last problem: {errors[-1]}",
+    }

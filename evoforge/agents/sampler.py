@@ -1,0 +1,56 @@
+"""Sampling and retrieval, the first step of every round: a parent and inspirations from node memory (by the
+run's policy), then cognition retrieved with their motivations and analyses as queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evoforge.agents.base import node_view
+from evoforge.agents.recorder import node_id_for
+from evoforge.config import RunConfig
+from evoforge.graph.resources import resources_for
+from evoforge.graph.state import ROUND_RESET, State
+from evoforge.memory.sampling import select_context
+
+
+def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Start a round: reset the per-round fields, choose the parent and inspirations, retrieve cognition."""
+    res = resources_for(state.run_id, runtime)
+    config = res.config
+    round_ = state.round + 1
+    selection = select_context(
+        res.nodes,
+        state.run_id,
+        lane=0,
+        round=round_,
+        policy=config.sampling.policy,
+        n_inspirations=config.sampling.inspirations,
+        direction=res.task.score.direction,
+        ucb_c=config.sampling.ucb_c,
+        seed=config.sampling.seed,
+    )
+    sampled = [selection.parent, *selection.inspirations]
+    queries = [text for node in sampled for text in (node.motivation, node.analysis) if text and text.strip()]
+    items = []
+    if config.cognition.top_k > 0:
+        items = res.cognition.search(
+            queries or [res.task.description],
+            task=res.task.name,
+            k=config.cognition.top_k,
+            min_similarity=config.cognition.min_similarity,
+        )
+    return {
+        **ROUND_RESET,
+        "round": round_,
+        "node_id": node_id_for(state.run_id, round_, 0),
+        "policy": selection.policy,
+        "parent": node_view(selection.parent, with_code=True),
+        "inspirations": [node_view(node, with_code=False) for node in selection.inspirations],
+        "cognition": [
+            {"id": item.id, "kind": item.kind, "title": item.title, "content": item.content,
+             "source": item.source, "similarity": round(float(item.similarity or 0.0), 4)}
+            for item in items
+        ],
+    }

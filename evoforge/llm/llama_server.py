@@ -1,0 +1,198 @@
+"""llama.cpp's OpenAI-compatible server (llama-cpp-python) as a managed child process."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process. LangGraph runs
+# nodes on short-lived pool threads, so every server is forked from this one thread, which lives until
+# the interpreter exits.
+_LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evoforge-llama-launcher")
+# The server is on loopback: a proxy from the environment must never be asked for it.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent goes."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class LocalModelServer:
+    """One `python -m llama_cpp.server` process serving a GGUF file on 127.0.0.1.
+
+    The process runs in its own process group, logs to `<log_dir>/llama-<alias>-<port>.log`, and is
+    stopped by `stop()`, at interpreter exit, or by the kernel if this process dies. The chat template
+    is the one stored in the GGUF file (Qwen2.5's ChatML template).
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int,
+        log_dir: Path,
+        alias: str | None = None,
+        n_threads: int = 2,
+        startup_timeout_s: float = 180.0,
+    ) -> None:
+        if n_ctx < 512:
+            raise ValueError(f"n_ctx: expected at least 512, got {n_ctx}")
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        self.log_dir = Path(log_dir)
+        self.alias = alias or self.model_path.stem
+        self.n_threads = n_threads
+        self.startup_timeout_s = startup_timeout_s
+        self.port: int | None = None
+        self.log_path: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The OpenAI-compatible base URL (`http://127.0.0.1:PORT/v1`)."""
+        if self.port is None:
+            raise RuntimeError("the local model server has not been started")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> LocalModelServer:
+        """Start the server and wait until `/v1/models` answers."""
+        if self.running:
+            return self
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"model_path: no GGUF file at {self.model_path}")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.log_path = self.log_dir / f"llama-{self.alias}-{self.port}.log"
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", self.alias,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads),
+        ]  # fmt: skip
+        parent_pid = os.getpid()
+        with self.log_path.open("ab") as log:
+            self._process = _LAUNCHER.submit(
+                subprocess.Popen,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(parent_pid),
+            ).result()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(
+                    f"the llama.cpp server for {self.model_path.name} exited during startup:\n{self.log_tail()}"
+                )
+            try:
+                with _DIRECT.open(f"{self.url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(
+            f"the llama.cpp server for {self.model_path.name} did not answer within "
+            f"{self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Terminate the server's process group (SIGTERM, then SIGKILL after `timeout_s`)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=timeout_s)
+                break
+            except subprocess.TimeoutExpired:
+                logger.warning("llama.cpp server %s ignored %s; escalating", process.pid, sig.name)
+        process.wait()
+
+
+_SERVERS: dict[tuple[Path, int, int], LocalModelServer] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def get_local_server(
+    model_path: Path, *, n_ctx: int, log_dir: Path, alias: str | None = None, n_threads: int = 2
+) -> LocalModelServer:
+    """The process-wide server for (model file, context size, threads), started (again) if not running."""
+    key = (Path(model_path).resolve(), n_ctx, n_threads)
+    with _SERVERS_LOCK:
+        server = _SERVERS.get(key)
+        if server is None or not server.running:
+            if server is not None:
+                logger.warning(
+                    "llama.cpp server for %s had exited; restarting:\n%s", key[0].name, server.log_tail()
+                )
+            server = LocalModelServer(
+                key[0], n_ctx=n_ctx, log_dir=log_dir, alias=alias, n_threads=n_threads
+            ).start()
+            _SERVERS[key] = server
+        return server
+
+
+def stop_all_servers() -> None:
+    """Stop every server this process started (also runs at interpreter exit)."""
+    with _SERVERS_LOCK:
+        servers = list(_SERVERS.values())
+        _SERVERS.clear()
+    for server in servers:
+        server.stop()
+
+
+atexit.register(stop_all_servers)

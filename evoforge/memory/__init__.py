@@ -1,0 +1,29 @@
+"""Node memory: one Postgres database (embedded or any DSN) with runs, nodes, selections and cognition."""
+
+from evoforge.memory.database import (
+    Database,
+    EmbeddingMismatchError,
+    async_checkpointer,
+    get_database,
+)
+from evoforge.memory.embedded import EmbeddedPostgres, EmbeddedServerError
+from evoforge.memory.nodes import NODE_STATUSES, NodeRecord, NodeStore, RunRecord, SelectionRecord, code_hash
+from evoforge.memory.sampling import POLICIES, Selection, select_context
+
+__all__ = [
+    "NODE_STATUSES",
+    "POLICIES",
+    "Database",
+    "EmbeddedPostgres",
+    "EmbeddedServerError",
+    "EmbeddingMismatchError",
+    "NodeRecord",
+    "NodeStore",
+    "RunRecord",
+    "Selection",
+    "SelectionRecord",
+    "async_checkpointer",
+    "code_hash",
+    "get_database",
+    "select_context",
+]

@@ -1,0 +1,269 @@
+"""One Postgres database holds node memory, cognition (pgvector) and LangGraph's checkpoints.
+
+`Database.open(None, state_dir)` starts (or joins) the embedded server under `state_dir`; any other
+Postgres with pgvector is used by passing its URL. Every connection is autocommit with dict rows and
+pgvector's types registered; a transaction is opened explicitly (`with conn.transaction():`) where
+several statements must succeed together. The pool checks each connection before handing it out, so
+a server restart costs the next caller a reconnect, not an error; with the embedded server, a
+connection found broken also starts the server again if it is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from evoforge.memory.embedded import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_EMBEDDING_DIM = 384
+MAX_INDEXED_DIM = 2000
+"""pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions."""
+CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+"""What LangGraph's Postgres savers require; the memory stores share the same connections."""
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_001_initial.sql"),)
+"""Schema versions in the order they are applied; add new ones at the end, never edit an applied one."""
+_MIGRATION_LOCK_KEY = 0x45766F46
+_CHECKPOINT_SETUP_LOCK_KEY = _MIGRATION_LOCK_KEY + 1
+
+
+class EmbeddingMismatchError(ValueError):
+    """The database stores embeddings of another dimension than the configured embedding model."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+class Database:
+    """A migrated database and a connection pool on it; create with `Database.open`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        embedding_dim: int,
+        embedding_model: str,
+        max_connections: int,
+        embedded: EmbeddedPostgres | None = None,
+    ) -> None:
+        self.url = url
+        self.embedding_dim = embedding_dim
+        self.embedding_model = embedding_model
+        self.embedded = embedded
+        """The embedded server this database lives on, or None for an external server."""
+        self.vector_version: tuple[int, ...] = ()
+        self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
+            url,
+            connection_class=psycopg.Connection[DictRow],
+            min_size=1,
+            max_size=max_connections,
+            kwargs=CONNECTION_KWARGS,
+            configure=register_vector,
+            check=self._check_connection,
+            open=False,
+            name="evoforge",
+        )
+        self._saver: PostgresSaver | None = None
+        self._saver_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        database_url: str | None,
+        state_dir: Path,
+        embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+        *,
+        embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+        max_connections: int = 8,
+    ) -> Database:
+        """Connect (starting the embedded server when `database_url` is None), migrate, open the pool."""
+        if not 1 <= embedding_dim <= MAX_INDEXED_DIM:
+            raise ValueError(f"embedding_dim: expected 1..{MAX_INDEXED_DIM}, got {embedding_dim!r}")
+        if max_connections < 2:
+            raise ValueError(f"max_connections: the checkpointer needs at least 2, got {max_connections!r}")
+        embedded = EmbeddedPostgres.start(state_dir) if database_url is None else None
+        url = embedded.url() if embedded is not None else str(database_url)
+        database = cls(
+            url,
+            embedding_dim=embedding_dim,
+            embedding_model=embedding_model,
+            max_connections=max_connections,
+            embedded=embedded,
+        )
+        database.migrate()
+        database.pool.open(wait=True, timeout=30)
+        return database
+
+    @property
+    def closed(self) -> bool:
+        return self.pool.closed
+
+    @property
+    def supports_iterative_scan(self) -> bool:
+        """pgvector ≥ 0.8 keeps scanning an HNSW index until a filtered query has its k rows."""
+        return self.vector_version >= (0, 8, 0)
+
+    def migrate(self) -> int:
+        """Create the vector extension and apply pending schema versions; returns the schema version.
+
+        Safe to call from several processes at once (an advisory lock serialises them) and again and
+        again (applied versions are recorded in `schema_version`).
+        """
+        with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS evoforge_meta (key text PRIMARY KEY, value text NOT NULL)"
+            )
+            self._check_embedding_meta(conn)
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+            for version, filename in MIGRATIONS:
+                if version in applied:
+                    continue
+                sql = resources.files(__package__).joinpath(filename).read_text()
+                conn.execute(sql.replace("{embedding_dim}", str(self.embedding_dim)))
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                applied.add(version)
+                logger.info("applied schema version %d (%s)", version, filename)
+            row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+            self.vector_version = _version_tuple(row[0]) if row else ()
+        return max(applied)
+
+    def _check_embedding_meta(self, conn: psycopg.Connection[Any]) -> None:
+        stored = dict(conn.execute("SELECT key, value FROM evoforge_meta").fetchall())
+        if "embedding_dim" not in stored:
+            conn.execute(
+                "INSERT INTO evoforge_meta (key, value) VALUES ('embedding_dim', %s), ('embedding_model', %s)",
+                (str(self.embedding_dim), self.embedding_model),
+            )
+            return
+        stored_dim, stored_model = int(stored["embedding_dim"]), stored.get("embedding_model", "?")
+        if stored_dim != self.embedding_dim:
+            raise EmbeddingMismatchError(
+                f"embedding_dim: the database at {self.url} stores {stored_dim}-d embeddings (model "
+                f"{stored_model!r}) but {self.embedding_dim} was configured (model {self.embedding_model!r}); "
+                "use the original embedding model or another database_url / state_dir"
+            )
+        if stored_model != self.embedding_model:
+            logger.warning(
+                "the database stores embeddings from %r but %r is configured (same dimension %d): "
+                "similarities between the two are not meaningful",
+                stored_model,
+                self.embedding_model,
+                stored_dim,
+            )
+
+    def _check_connection(self, conn: psycopg.Connection[DictRow]) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.OperationalError:
+            # The pool discards this connection and opens another; make sure there is a server to reach.
+            if self.embedded is not None:
+                self.embedded.ensure_running()
+            raise
+
+    def checkpointer(self) -> PostgresSaver:
+        """LangGraph's `PostgresSaver` on this database's pool, its tables set up (once per object)."""
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with self._saver_lock:
+            if self._saver is None:
+                saver = PostgresSaver(self.pool)
+                # setup() may not run twice at once (both would insert the same migration rows); the
+                # lock is held by a session with no open transaction, so CREATE INDEX CONCURRENTLY
+                # inside setup() does not wait for it.
+                with self.pool.connection() as lock_conn:
+                    lock_conn.execute("SELECT pg_advisory_lock(%s)", (_CHECKPOINT_SETUP_LOCK_KEY,))
+                    try:
+                        saver.setup()
+                    finally:
+                        lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_CHECKPOINT_SETUP_LOCK_KEY,))
+                self._saver = saver
+        return self._saver
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+@asynccontextmanager
+async def async_checkpointer(
+    database_url: str | None = None, state_dir: Path | None = None
+) -> AsyncIterator[AsyncPostgresSaver]:
+    """`AsyncPostgresSaver` on its own async pool, set up; for the `langgraph dev` server.
+
+    With `database_url` None it joins the embedded server under `state_dir` (default: the config's).
+    """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    if database_url is None:
+        from evoforge.config import default_state_dir
+
+        embedded = await asyncio.to_thread(EmbeddedPostgres.start, state_dir or default_state_dir())
+        database_url = embedded.url()
+    pool = AsyncConnectionPool(
+        database_url,
+        connection_class=psycopg.AsyncConnection[DictRow],
+        min_size=1,
+        max_size=4,
+        kwargs=CONNECTION_KWARGS,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="evoforge-checkpoints",
+    )
+    async with pool:
+        saver = AsyncPostgresSaver(pool)
+        async with pool.connection() as lock_conn:
+            await lock_conn.execute("SELECT pg_advisory_lock(%s)", (_CHECKPOINT_SETUP_LOCK_KEY,))
+            try:
+                await saver.setup()
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_CHECKPOINT_SETUP_LOCK_KEY,))
+        yield saver
+
+
+_open_databases: dict[tuple[str, str], Database] = {}
+_open_databases_lock = threading.Lock()
+
+
+def get_database(
+    database_url: str | None,
+    state_dir: Path,
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+    *,
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+) -> Database:
+    """The process-wide `Database` for this URL (or embedded state dir), opened on first use."""
+    key = (database_url or "", "" if database_url else str(Path(state_dir).expanduser().absolute()))
+    with _open_databases_lock:
+        database = _open_databases.get(key)
+        if database is None or database.closed:
+            database = Database.open(database_url, state_dir, embedding_dim, embedding_model=embedding_model)
+            _open_databases[key] = database
+        elif database.embedding_dim != embedding_dim:
+            raise EmbeddingMismatchError(
+                f"embedding_dim: {database.url} is open with {database.embedding_dim}-d embeddings in this "
+                f"process, got {embedding_dim}"
+            )
+        return database

@@ -1,0 +1,79 @@
+"""The one interface every sandbox backend implements: run a command under hard limits, report what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits the framework enforces on one evaluation, whatever the candidate does."""
+
+    timeout_s: float
+    memory_mb: int | None = 4096
+    cpus: float = 1.0
+    max_processes: int | None = 256
+    max_output_bytes: int = 2_000_000
+    """Per stream; beyond it the middle is dropped (head and tail are kept)."""
+    max_file_mb: int | None = 2048
+    """Largest single file the job may write (RLIMIT_FSIZE), so one runaway write cannot fill the disk."""
+    network: bool = False
+    gpus: int = 0
+    gpu_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command to run inside `workdir`; only `env` (plus a minimal PATH/HOME) reaches it."""
+
+    argv: list[str]
+    workdir: Path
+    limits: Limits
+    env: dict[str, str] = field(default_factory=dict)
+    readonly_paths: tuple[Path, ...] = ()
+    """Host paths the job may read (the interpreter, the task files); everything else is hidden where the
+    backend can hide it."""
+
+
+@dataclass
+class SandboxResult:
+    returncode: int | None
+    """None when the process was killed by the framework (timeout, memory, output)."""
+    stdout: str
+    stderr: str
+    wall_s: float
+    cpu_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    gpu_seconds: float = 0.0
+    killed_reason: str | None = None
+    """'timeout' | 'memory' | 'output' | 'signal:<NAME>' | None"""
+    backend: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.killed_reason is None
+
+    def describe_failure(self) -> str | None:
+        """One sentence a person (or the Debugger) can act on, or None if the job succeeded."""
+        if self.killed_reason == "timeout":
+            return f"killed after exceeding the wall-clock limit ({self.wall_s:.1f}s)"
+        if self.killed_reason == "memory":
+            return f"killed by the memory limit (peak ≈ {self.peak_memory_mb:.0f} MB)"
+        if self.killed_reason == "output":
+            return "killed for flooding its output"
+        if self.killed_reason:
+            return f"killed ({self.killed_reason})"
+        if self.returncode != 0:
+            return f"exited with status {self.returncode}"
+        return None
+
+
+class Sandbox(Protocol):
+    """A backend: `local` (subprocess, bubblewrap when available), `docker`, `ray`."""
+
+    name: str
+
+    def run(self, job: Job) -> SandboxResult: ...

@@ -1,0 +1,267 @@
+"""Running one evaluation stage of a task on a candidate program, and judging what came back.
+
+`run_stage` prepares a fresh work dir (program.py, the task's evaluator and extra files, results/), runs
+`evaluate.py program.py results --stage NAME` through a sandbox, keeps stdout.txt / stderr.txt beside it,
+and turns `results/metrics.json` into a `StageOutcome` whose status says what happened. Nothing the
+candidate or the evaluator does makes it raise; a broken sandbox configuration does.
+The Engineer's read-only tools (`read_log_tail`, `read_metrics`, from engineer_tools.py) are re-exported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from evoforge.sandbox.base import Job, Limits, Sandbox, SandboxResult
+from evoforge.tasks.spec import METRICS_FILE, STAGE_SETTINGS_ENV, EvaluationReport, Stage, TaskSpec
+from evoforge.tools.engineer_tools import ENGINEER_TOOLS, read_log_tail, read_metrics
+from evoforge.tools.job_files import RESULTS_DIR, read_job_file
+
+__all__ = ["ENGINEER_TOOLS", "StageOutcome", "StageStatus", "read_log_tail", "read_metrics", "run_stage",
+           "run_static_check"]
+
+StageStatus = Literal["ok", "below_threshold", "invalid", "runtime_error", "timeout", "resource_limit",
+                      "evaluator_error"]
+PROGRAM_FILE = "program.py"
+CHECK_FILE = "check.json"
+EVOFORGE_PACKAGE = Path(__file__).resolve().parents[1]
+"""Made readable inside the sandbox: evaluators and adapters may import evoforge (e.g. its kernels)."""
+TAIL_CHARS = 4000
+_RESOURCE_KILLS = ("memory", "output", "signal:SIGXCPU", "signal:SIGXFSZ")  # the last two: CPU / file rlimits
+_TRACEBACK_STARTS = ("Traceback (most recent call last):", "Fatal Python error:")
+
+
+@dataclass
+class StageOutcome:
+    """What one stage of one candidate produced; `results_dir` is the stage's work dir (program.py,
+    stdout.txt, stderr.txt, results/metrics.json)."""
+
+    stage: str
+    status: StageStatus
+    score: float | None
+    valid: bool
+    metrics: dict[str, Any]
+    error: str | None
+    feedback: str | None
+    traceback: str | None
+    artifacts: dict[str, Any]
+    stdout_tail: str
+    stderr_tail: str
+    wall_s: float
+    cpu_s: float
+    peak_memory_mb: float
+    gpu_seconds: float
+    results_dir: str
+    backend: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """True unless the evaluation itself went through (a score below the threshold is not a failure)."""
+        return self.status not in ("ok", "below_threshold")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: non-finite numbers become None, unknown objects their str()."""
+        return _json_safe(asdict(self))
+
+
+def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: Sandbox, *,
+              settings_override: dict[str, Any] | None = None, max_output_bytes: int = 2_000_000) -> StageOutcome:
+    """Evaluate `code` at `stage` of `task` in a fresh `workdir` (emptied if it exists) through `sandbox`.
+
+    Whatever the candidate or the evaluator does comes back as a status; only a sandbox that cannot run jobs
+    at all (`SandboxError`) or settings that are not JSON (`ValueError`) raise.
+    """
+    settings = {**stage.settings, **(settings_override or {})}
+    try:
+        settings_json = json.dumps(settings)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"stage settings must be JSON-serialisable, got {settings!r}: {exc}") from exc
+    workdir = _fresh_workdir(task, code, workdir)
+    res = stage.resources
+    limits = Limits(timeout_s=stage.timeout_s, memory_mb=res.memory_mb, cpus=res.cpus,
+                    max_processes=res.max_processes, max_output_bytes=max_output_bytes, network=res.network,
+                    gpus=res.gpus, gpu_ids=tuple(res.gpu_ids))
+    argv = task.evaluation_argv(sys.executable, Path(PROGRAM_FILE), Path(RESULTS_DIR), stage.name)
+    # faulthandler prints a Python stack on a segfault, so a crashing candidate still leaves a trace
+    env = {STAGE_SETTINGS_ENV: settings_json, "PYTHONFAULTHANDLER": "1"}
+    result = sandbox.run(Job(argv=argv, workdir=workdir, limits=limits, env=env, readonly_paths=(EVOFORGE_PACKAGE,)))
+    _write_new(workdir / "stdout.txt", result.stdout)
+    _write_new(workdir / "stderr.txt", result.stderr)
+    return _judge(task, stage, result, workdir)
+
+
+def run_static_check(task: TaskSpec, code: str, workdir: Path, sandbox: Sandbox) -> list[str]:
+    """Run the task's own static check script on `code` in the sandbox; the reasons it rejects (empty: ok).
+
+    A check that crashes, hangs or writes no verdict rejects with what happened, so a broken checker is seen.
+    """
+    check = task.rules.static_check
+    if check is None:
+        return []
+    workdir = _fresh_workdir(task, code, workdir, extra=(check.script,))
+    res = check.resources
+    limits = Limits(timeout_s=check.timeout_s, memory_mb=res.memory_mb, cpus=res.cpus,
+                    max_processes=res.max_processes, network=False)
+    argv = [sys.executable, check.script, PROGRAM_FILE, RESULTS_DIR]
+    result = sandbox.run(Job(argv=argv, workdir=workdir, limits=limits, env={"PYTHONFAULTHANDLER": "1"},
+                             readonly_paths=(EVOFORGE_PACKAGE,)))
+    _write_new(workdir / "stdout.txt", result.stdout)
+    _write_new(workdir / "stderr.txt", result.stderr)
+    where = f"static check {check.script}"
+    try:
+        verdict = json.loads(read_job_file(workdir / RESULTS_DIR / CHECK_FILE))
+    except (OSError, ValueError) as exc:
+        failure = result.describe_failure() or "exited normally"
+        trace = _last_traceback(result.stderr)
+        detail = f" ({_summary(trace)})" if trace else ""
+        return [f"{where} gave no verdict: the check {failure}{detail}; {CHECK_FILE}: {exc}"]
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("ok"), bool):
+        return [f"{where} wrote {CHECK_FILE} without a boolean 'ok': {str(verdict)[:200]}"]
+    if verdict["ok"]:
+        return []
+    reasons = verdict.get("reasons") or ["rejected without a reason"]
+    return [str(reason) for reason in reasons] if isinstance(reasons, list) else [str(reasons)]
+
+
+def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -> StageOutcome:
+    outcome = StageOutcome(
+        stage=stage.name, status="ok", score=None, valid=False, metrics={}, error=None, feedback=None,
+        traceback=None, artifacts={}, stdout_tail=result.stdout[-TAIL_CHARS:],
+        stderr_tail=result.stderr[-TAIL_CHARS:], wall_s=result.wall_s, cpu_s=result.cpu_s,
+        peak_memory_mb=result.peak_memory_mb, gpu_seconds=result.gpu_seconds, results_dir=str(workdir),
+        backend=result.backend, warnings=list(result.warnings),
+    )
+    prefix = f"Stage {stage.name!r}:"
+    happened = _clause(result)
+    if result.killed_reason == "timeout":
+        return _fail(outcome, "timeout", f"{prefix} the evaluation {happened}.")
+    if result.killed_reason in _RESOURCE_KILLS:
+        return _fail(outcome, "resource_limit", f"{prefix} the evaluation {happened}.")
+    report, problem = _read_report(workdir / RESULTS_DIR)
+    if report is None:
+        trace = _last_traceback(result.stderr) if result.returncode not in (0, None) else None
+        if trace:
+            outcome.traceback = trace
+            return _fail(outcome, "runtime_error", f"{prefix} the evaluation {happened} with a Python "
+                                                   f"traceback ({_summary(trace)}); {problem}.")
+        return _fail(outcome, "evaluator_error", f"{prefix} {problem}; the evaluator process {happened}.")
+    outcome.score, outcome.valid, outcome.metrics = report.score, report.valid, report.metrics
+    outcome.feedback, outcome.traceback, outcome.artifacts = report.feedback, report.traceback, report.artifacts
+    if result.returncode != 0:
+        outcome.warnings.append(f"the evaluator {happened} after writing {METRICS_FILE}")
+    if report.traceback:
+        raised = _summary(report.traceback)
+        if raised.startswith("MemoryError"):
+            # RLIMIT_AS surfaces as a MemoryError the evaluator may catch and report: still a resource limit
+            return _fail(outcome, "resource_limit", f"{prefix} the candidate ran out of memory (MemoryError "
+                                                    f"under the {stage.resources.memory_mb} MB limit).")
+        return _fail(outcome, "runtime_error", f"{prefix} the candidate raised {_clean(report.error or raised)}.")
+    if not report.valid:
+        return _fail(outcome, "invalid", f"{prefix} the evaluator marked the candidate invalid: "
+                                         f"{_clean(report.error or 'no reason given')}.")
+    if not task.passes(report.score, stage):
+        word = "at least" if task.score.direction == "maximize" else "at most"
+        return _fail(outcome, "below_threshold", f"{prefix} score {report.score:g} is not {word} the stage "
+                                                 f"threshold {stage.threshold:g}.")
+    outcome.error = report.error
+    return outcome
+
+
+def _fail(outcome: StageOutcome, status: StageStatus, error: str) -> StageOutcome:
+    outcome.status, outcome.error = status, error
+    return outcome
+
+
+def _clause(result: SandboxResult) -> str:
+    failure = result.describe_failure() or "exited normally"
+    return f"was {failure}" if failure.startswith("killed") else failure
+
+
+def _fresh_workdir(task: TaskSpec, code: str, workdir: Path, extra: tuple[str, ...] = ()) -> Path:
+    workdir = workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / PROGRAM_FILE).write_text(code)
+    for name in (task.evaluator, *task.extra_files, *extra):
+        target = workdir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(task.root / name, target)
+    (workdir / RESULTS_DIR).mkdir()
+    return workdir
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write a file the job may have planted a symlink or a FIFO at: replace it, never follow it."""
+    if path.is_symlink() or path.exists():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
+        f.write(text)
+
+
+def _read_report(results: Path) -> tuple[EvaluationReport | None, str]:
+    """The validated report, or None and one phrase saying what was wrong with metrics.json."""
+    where = f"{RESULTS_DIR}/{METRICS_FILE}"
+    path = results / METRICS_FILE
+    if not path.is_symlink() and not path.exists():
+        return None, f"{where} was not written"
+    try:
+        raw = json.loads(read_job_file(path))
+    except OSError as exc:
+        return None, f"{where} could not be read ({exc})"
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
+        return None, f"{where} is not valid JSON ({exc})"
+    if not isinstance(raw, dict):
+        return None, f"{where} must hold a JSON object, got {type(raw).__name__}"
+    try:
+        return EvaluationReport.model_validate(raw), ""
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        return None, f"{METRICS_FILE}: {problems}"
+
+
+def _last_traceback(stderr: str) -> str | None:
+    """The last Python traceback (or faulthandler dump) in `stderr`, to the end of the text."""
+    starts = [stderr.rfind(marker) for marker in _TRACEBACK_STARTS]
+    start = max(starts)
+    return stderr[start:].strip() if start >= 0 else None
+
+
+def _summary(trace: str) -> str:
+    """The line of a traceback that says what went wrong: the exception (last line) of a Python
+    traceback, the first line of a faulthandler dump (its last lines are stack frames)."""
+    lines = trace.strip().splitlines() or [""]
+    return lines[0] if lines[0].startswith("Fatal Python error") else lines[-1]
+
+
+def _clean(text: str) -> str:
+    """One phrase to end a sentence with: no trailing punctuation ("MemoryError: " -> "MemoryError")."""
+    return text.strip().rstrip(":.").strip() or "no message"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_json_safe(v) for v in value]
+    return str(value)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything EvoForge needs on a fresh Debian machine, idempotently:
+# system packages (bubblewrap), a virtualenv in .venv with the pinned CPU torch, the package with its
+# extras, and llama-cpp-python compiled portably. Model weights are assembled on first use (or by
+# `evoforge setup-model`). Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${EVOFORGE_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+
+need_apt=()
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    log "apt-get install ${need_apt[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    log "not root: install ${need_apt[*]} yourself for sandbox isolation (evaluations fall back to plain subprocesses)"
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+stamp="$VENV/.evoforge-installed"
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "${PIP[@]}" install --upgrade pip >/dev/null
+  # The CPU build first: any unpinned torch requirement would otherwise pull a multi-GB CUDA build.
+  log "torch 2.13.0 (CPU)"
+  "${PIP[@]}" install torch==2.13.0
+  # llama.cpp compiled for any x86-64 with AVX2, not just this CPU, so the wheel cache stays usable elsewhere.
+  log "evoforge and its dependencies (llama-cpp-python compiles from source the first time: ~5 min)"
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
+    "${PIP[@]}" install -e ".[local,studio,gpu,cluster,dev]"
+  echo "$want" > "$stamp"
+else
+  log "python environment up to date ($VENV)"
+fi
+log "done: $VENV/bin/evoforge"

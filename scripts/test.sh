@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite as CI runs it: lint, type-check, then every test against the real components.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${EVOFORGE_VENV:-.venv}
+export LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING=false RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+  TOKENIZERS_PARALLELISM=false
+"$VENV/bin/ruff" check evoforge tests benchmarks
+"$VENV/bin/mypy" evoforge
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,101 @@
+"""SEARCH/REPLACE parsing and application, rewrites, and the evolvable region."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evoforge.agents.editing import (
+    EditError,
+    apply_edit,
+    keep_fixed_region,
+    parse_edit,
+    split_evolve_block,
+    unified_diff,
+)
+from evoforge.agents.researcher import parse_proposal
+
+PARENT = """import numpy as np
+
+# EVOLVE-BLOCK-START
+def f(x):
+    y = x + 1
+    return y
+# EVOLVE-BLOCK-END
+
+
+def run():
+    return f(1)
+"""
+
+
+def test_exact_diff_applies() -> None:
+    reply = "<<<<<<< SEARCH\n    y = x + 1\n=======\n    y = x + 2\n>>>>>>> REPLACE\n"
+    code, mode = apply_edit(PARENT, parse_edit(reply))
+    assert mode == "diff" and "x + 2" in code and "x + 1" not in code
+
+
+def test_diff_with_wrong_indentation_applies_loosely() -> None:
+    reply = "<<<<<<< SEARCH\ny = x + 1\nreturn y\n=======\n    return x * 3\n>>>>>>> REPLACE"
+    code, _ = apply_edit(PARENT, parse_edit(reply))
+    assert "return x * 3" in code and "y = x + 1" not in code
+
+
+def test_unmatched_search_names_the_block() -> None:
+    reply = "<<<<<<< SEARCH\nz = 0\n=======\nz = 1\n>>>>>>> REPLACE"
+    with pytest.raises(EditError, match="SEARCH block 1 of 1 does not match"):
+        apply_edit(PARENT, parse_edit(reply))
+
+
+def test_rewrite_is_the_fallback_when_diffs_do_not_apply() -> None:
+    reply = "<<<<<<< SEARCH\nnope\n=======\nx\n>>>>>>> REPLACE\n```python\ndef f(x):\n    return 5\n```"
+    code, mode = apply_edit(PARENT, parse_edit(reply))
+    assert mode == "rewrite" and "return 5" in code
+
+
+def test_reply_without_code_is_an_edit_error() -> None:
+    with pytest.raises(EditError, match="no code found"):
+        parse_edit("I'm sorry, I can't help with that.")
+
+
+def test_proposal_fields() -> None:
+    reply = "**NAME:** Square Grid!\nMOTIVATION: fill the square\nwith a grid.\n```python\nprint(1)\n```"
+    proposal = parse_proposal(reply)
+    assert proposal.name == "square_grid"
+    assert proposal.motivation == "fill the square with a grid."
+    assert proposal.edit.rewrite == "print(1)\n"
+
+
+def test_edits_outside_the_region_are_discarded() -> None:
+    child = PARENT.replace("return f(1)", "return 99").replace("x + 1", "x + 5")
+    repaired, note = keep_fixed_region(PARENT, child)
+    assert note and "discarded" in note
+    assert "return f(1)" in repaired and "x + 5" in repaired
+
+
+def test_code_without_markers_goes_inside_the_region() -> None:
+    repaired, note = keep_fixed_region(PARENT, "def f(x):\n    return 7\n")
+    assert note is not None
+    parts = split_evolve_block(repaired)
+    assert parts is not None and "return 7" in parts[1] and parts[2].strip().endswith("return f(1)")
+
+
+def test_untouched_fixed_region_is_left_alone() -> None:
+    child = PARENT.replace("x + 1", "x + 5")
+    assert keep_fixed_region(PARENT, child) == (child, None)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400))
+def test_parser_never_crashes_on_arbitrary_replies(reply: str) -> None:
+    try:
+        edit = parse_edit(reply)
+    except EditError:
+        return
+    try:
+        apply_edit(PARENT, edit)
+    except EditError:
+        pass
+
+
+def test_unified_diff_marks_changes() -> None:
+    diff = unified_diff(PARENT, PARENT.replace("x + 1", "x + 2"))
+    assert "-    y = x + 1" in diff and "+    y = x + 2" in diff

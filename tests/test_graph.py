@@ -1,0 +1,130 @@
+"""The research graph driven by a scripted model through every branch, against the embedded Postgres, the
+real sandbox and the real circle_packing evaluator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evoforge.config import RunConfig
+from evoforge.graph import resources
+from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
+from evoforge.memory.database import Database
+
+SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
+pytestmark = pytest.mark.integration
+
+
+def scripted_config(database: Database, tmp_path: Path, script: str, **overrides: Any) -> RunConfig:
+    settings: dict[str, Any] = {
+        "task": "circle_packing",
+        "rounds": 4,
+        "llm": {"provider": "scripted", "script": str(SCRIPTS / script)},
+        "database_url": database.url,
+        "state_dir": tmp_path / "state",
+        "sampling": {"policy": "greedy", "inspirations": 1},
+        "bounds": {"max_parse_retries": 1, "max_static_retries": 1, "max_novelty_retries": 1,
+                   "max_debug_attempts": 1},
+        # hash duplicates only: embedding near-duplicates are exercised in the novelty tests
+        "novelty": {"duplicate_similarity": 0.9999, "judge_similarity": 0.9999},
+    }
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+@pytest.fixture(autouse=True)
+def fresh_resources() -> Iterator[None]:
+    yield
+    resources.clear_resources()
+
+
+def run_recording_steps(config: RunConfig, run_id: str) -> tuple[Any, list[str]]:
+    steps: list[str] = []
+    outcome = start_run(config, run_id, on_update=lambda node, update: steps.append(node))
+    return outcome, steps
+
+
+ROUND_1 = ["sample_context", "propose_candidate", "check_candidate", "propose_candidate", "check_candidate",
+           "check_novelty", "propose_candidate", "check_candidate", "check_novelty", "run_evaluation",
+           "run_evaluation", "analyze_result", "record_node"]
+ROUND_2 = ["sample_context", "propose_candidate", "check_candidate", "check_novelty", "run_evaluation",
+           "debug_candidate", "run_evaluation", "run_evaluation", "analyze_result", "record_node"]
+ROUND_3 = ["sample_context", "propose_candidate", "check_candidate", "check_novelty", "run_evaluation",
+           "analyze_result", "record_node"]
+ROUND_4 = ["sample_context", "propose_candidate", "check_candidate", "propose_candidate", "check_candidate",
+           "record_node"]
+
+
+def test_every_branch(database: Database, tmp_path: Path) -> None:
+    config = scripted_config(database, tmp_path, "every_branch.yaml")
+    outcome, steps = run_recording_steps(config, "branches")
+    assert steps == ["prepare_run", *ROUND_1, *ROUND_2, *ROUND_3, *ROUND_4]
+    assert outcome.state["stop_reason"] == "4 rounds done"
+
+    store = resources.get_resources(config).nodes
+    nodes = {node.round: node for node in store.list_nodes("branches")}
+    assert sorted(nodes) == [0, 1, 2, 3, 4]
+    assert [nodes[r].status for r in range(5)] == [
+        "evaluated", "evaluated", "evaluated", "early_rejected", "static_rejected"]
+    seed, grid, debugged, tiny, broken = (nodes[r] for r in range(5))
+    assert seed.score == pytest.approx(0.96056, abs=1e-4)
+    assert grid.name == "square_grid" and grid.parent_ids == [seed.id]
+    assert grid.score is not None and grid.score > 2.4 and grid.valid
+    assert "static check rejected 'broken_ring'" in (grid.feedback or "")
+    assert "duplicates node 'seed'" in (grid.feedback or "")
+    assert [r["stage"] for r in grid.stage_results] == ["quick", "full"]
+    assert grid.analysis.startswith("RESULT:") and grid.tokens_in > 0 and grid.eval_seconds > 0
+    assert "grid.reshape(5)" in debugged.code and debugged.valid
+    assert [r["status"] for r in debugged.stage_results] == ["runtime_error", "ok", "ok"]
+    assert "ValueError" in (debugged.stage_results[0]["traceback"] or "")
+    assert tiny.score is not None and tiny.score < 0.5 and not tiny.valid and tiny.analysis
+    assert broken.analysis == "" and "SyntaxError" in (broken.error or "")
+    assert outcome.state["best_node_id"] in (grid.id, debugged.id)
+
+    # the Analyzer's insight went into cognition, marked as learned, and a later Researcher saw it
+    lessons = [item for item in resources.get_resources(config).cognition.list("circle_packing")
+               if item.kind == "insight"]
+    assert len(lessons) == 1 and lessons[0].node_id == grid.id
+    assert any(lessons[0].id in (node.cognition_ids or []) for node in (debugged, tiny, broken))
+    researcher = resources.get_resources(config).chat_model("researcher")
+    round_two_prompt = researcher.received[4][-1].content  # 5th call: the first of round 2
+    assert "[lesson learned]" in round_two_prompt and "square_grid" in round_two_prompt
+
+    with checkpointed_graph(config) as graph:
+        history = list(graph.get_state_history(thread_config("branches")))
+    assert len(history) >= len(steps)
+    assert history[0].next == () and history[0].values["round"] == 4
+
+
+def test_exhausted_bounds_are_recorded_as_failed_nodes(database: Database, tmp_path: Path) -> None:
+    config = scripted_config(database, tmp_path, "exhausted_bounds.yaml", rounds=3)
+    outcome, steps = run_recording_steps(config, "bounds")
+    assert steps == [
+        "prepare_run",
+        "sample_context", "propose_candidate", "record_node",
+        "sample_context", "propose_candidate", "check_candidate", "check_novelty", "propose_candidate",
+        "check_candidate", "check_novelty", "record_node",
+        "sample_context", "propose_candidate", "check_candidate", "check_novelty", "run_evaluation",
+        "debug_candidate", "analyze_result", "record_node",
+    ]
+    nodes = {n.round: n for n in resources.get_resources(config).nodes.list_nodes("bounds")}
+    assert [nodes[r].status for r in (1, 2, 3)] == ["parse_failed", "duplicate", "runtime_failed"]
+    assert "no code found" in (nodes[1].error or "")
+    assert "does not match" in (nodes[3].feedback or "")
+    assert "analyzer unavailable" in nodes[3].analysis and "runtime_failed" in nodes[3].analysis
+    assert outcome.state["best_node_id"] == nodes[0].id
+
+
+def test_a_finished_run_goes_further_when_rounds_are_raised(database: Database, tmp_path: Path) -> None:
+    from evoforge.graph.runner import resume_run
+
+    config = scripted_config(database, tmp_path, "every_branch.yaml", rounds=1)
+    start_run(config, "extend")
+    store = resources.get_resources(config).nodes
+    assert store.count_nodes("extend") == 2
+    outcome = resume_run("extend", base=config, rounds=2)
+    assert outcome.state["round"] == 2 and store.count_nodes("extend") == 3
+    assert store.get_run("extend").config["rounds"] == 2

@@ -1,0 +1,97 @@
+"""Every prompt renders with every placeholder filled, and a task can override a role's template."""
+
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from evoforge.agents.prompting import ROLES_WITH_PROMPTS, render
+from evoforge.tasks.spec import TaskSpec, list_builtin_tasks, load_task
+
+NODE = {
+    "id": "n1",
+    "name": "ring",
+    "score": 0.96,
+    "status": "evaluated",
+    "motivation": "one ring",
+    "analysis": "RESULT: fine",
+    "code": "# EVOLVE-BLOCK-START\nx = 1\n# EVOLVE-BLOCK-END\n",
+}
+CANDIDATE = {"name": "grid", "motivation": "a grid", "code": "x = 2\n", "diff": "-x = 1\n+x = 2\n"}
+STAGE = {
+    "stage": "quick",
+    "status": "ok",
+    "score": 1.5,
+    "wall_s": 2.0,
+    "metrics": {"a": 1},
+    "feedback": "fine",
+    "error": None,
+    "artifacts": {"curve": [1, 2]},
+    "traceback": None,
+    "stderr_tail": "",
+}
+VARIABLES = {
+    "researcher": {
+        "parent": NODE,
+        "inspirations": [NODE],
+        "cognition": [
+            {"kind": "prior", "title": "t", "content": "c"},
+            {"kind": "insight", "title": "l", "content": "d"},
+        ],
+        "feedback": ["static check rejected"],
+    },
+    "debugger": {
+        "candidate": CANDIDATE,
+        "failure": dict(STAGE, traceback="Traceback ...\nValueError"),
+        "feedback": ["debugger: tried"],
+    },
+    "analyzer": {
+        "candidate": CANDIDATE,
+        "parent": NODE,
+        "best_score": 1.0,
+        "status": "evaluated",
+        "error": None,
+        "diff": CANDIDATE["diff"],
+        "stage_results": [STAGE],
+    },
+    "novelty_judge": {"nearest": NODE, "candidate": CANDIDATE},
+    "static_review": {"candidate": CANDIDATE},
+}
+
+
+@pytest.mark.parametrize("task_name", list_builtin_tasks())
+@pytest.mark.parametrize("role", ROLES_WITH_PROMPTS)
+def test_every_prompt_renders_completely(task_name: str, role: str) -> None:
+    task = load_task(task_name)
+    system, user = render(task, role, **VARIABLES[role])
+    assert system.content and user.content
+    assert "{{" not in system.content + user.content and "{%" not in system.content + user.content
+
+
+def test_missing_placeholder_is_an_error() -> None:
+    task = load_task("circle_packing")
+    with pytest.raises(jinja2.UndefinedError):
+        render(task, "researcher", parent=NODE, inspirations=[], cognition=[])
+
+
+def test_system_prompt_is_a_stable_prefix() -> None:
+    task = load_task("circle_packing")
+    first = render(task, "researcher", **VARIABLES["researcher"])[0].content
+    other = dict(VARIABLES["researcher"], feedback=[], parent=dict(NODE, score=2.0))
+    assert render(task, "researcher", **other)[0].content == first
+
+
+def test_task_can_override_a_template(tmp_path: Path) -> None:
+    base = load_task("circle_packing")
+    (tmp_path / "my_researcher.jinja").write_text("Custom for {{ parent.name }}")
+    for name in (base.program, base.evaluator):
+        (tmp_path / name).write_text((base.root / name).read_text())
+    data = base.model_dump(exclude={"root", "prompts"})
+    task = TaskSpec(root=tmp_path, prompts={"researcher.user": "my_researcher.jinja"}, **data)
+    _, user = render(task, "researcher", **VARIABLES["researcher"])
+    assert user.content == "Custom for ring"
+
+
+def test_unknown_role_is_rejected() -> None:
+    with pytest.raises(ValueError, match="role must be one of"):
+        render(load_task("circle_packing"), "wizard")
