@@ -12,6 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evoforge.commands import cognition as cognition_commands
+from evoforge.commands import inspect as inspect_commands
+from evoforge.commands import studio as studio_commands
 from evoforge.config import ConfigError, RunConfig, load_config
 from evoforge.tasks.spec import TaskError
 
@@ -207,6 +210,9 @@ def setup_model(model: Annotated[str, typer.Argument()] = "qwen2.5-coder-1.5b") 
     path = ensure_model_file(model, _config(None).state_dir / "models")
     console.print(f"{model}: {path}")
 
+
+for _group in (cognition_commands, inspect_commands, studio_commands):
+    _group.register(app)
 
 if __name__ == "__main__":
     app()

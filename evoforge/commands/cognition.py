@@ -1,0 +1,7 @@
+"""`evoforge` commands: cognition."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the CLI."""
