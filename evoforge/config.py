@@ -50,17 +50,64 @@ class ModelConfig(_Section):
     """For `scripted`: a YAML file of replies (see evoforge/llm/scripted.py)."""
 
 
+class FeatureDimension(_Section):
+    """One axis of the MAP-Elites grid: a built-in feature or any numeric metric the evaluator returns."""
+
+    name: str = Field(min_length=1)
+    """complexity | code_length | diversity (see evoforge/memory/features.py), or a metric name."""
+    low: float = 0.0
+    high: float = 1.0
+    """Values are clamped to [low, high] and cut into `bins` equal cells."""
+    bins: int = Field(8, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeatureDimension:
+        if not self.high > self.low:
+            raise ValueError(f"high must be above low, got low={self.low!r} high={self.high!r}")
+        return self
+
+
+def _default_features() -> list[FeatureDimension]:
+    return [
+        FeatureDimension(name="complexity", low=0, high=40, bins=8),
+        FeatureDimension(name="diversity", low=0, high=0.5, bins=8),
+    ]
+
+
 class SamplingConfig(_Section):
-    policy: Literal["greedy", "random", "ucb1"] = "ucb1"
+    policy: Literal["greedy", "random", "ucb1", "top_k", "map_elites"] = "ucb1"
     inspirations: int = Field(2, ge=0, le=16)
     ucb_c: float = Field(1.4, ge=0)
     seed: int = 0
+    parent_pool: int = Field(10, ge=1)
+    """top_k: the parent is drawn from the best this many nodes."""
+    context_pool: int = Field(50, ge=1)
+    """top_k: inspirations are drawn from the best this many nodes."""
+    pool_refresh: int = Field(5, ge=1)
+    """top_k: rounds between refreshes of the pools (a pool not yet full is refreshed every round)."""
+    islands: int = Field(2, ge=1, le=64)
+    """map_elites: independent archives; round r samples island r mod islands."""
+    migration_interval: int = Field(10, ge=1)
+    """map_elites: every this many rounds each island's best elites are copied to the next island (a ring)."""
+    migration_size: int = Field(2, ge=0)
+    """map_elites: how many elites each island sends per migration."""
+    archive_size: int = Field(64, ge=1)
+    """map_elites: at most this many elites per island; the worst are dropped beyond it."""
+    features: list[FeatureDimension] = Field(default_factory=_default_features, min_length=1, max_length=4)
+    """map_elites: the grid's dimensions."""
 
 
 class CognitionConfig(_Section):
     top_k: int = Field(4, ge=0, le=50)
     min_similarity: float = Field(0.15, ge=-1, le=1)
     embedding_model: str = "all-MiniLM-L6-v2"
+    """The bundled MiniLM (offline) unless `embedding_base_url` names an OpenAI-compatible endpoint; any
+    other model name without a base URL goes to OpenAI's own endpoint."""
+    embedding_base_url: str | None = None
+    embedding_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the embeddings key (never the key itself)."""
+    embedding_dim: int | None = Field(None, ge=1, le=2000)
+    """The model's dimension when known; None: 384 for MiniLM, else learnt from the endpoint's first reply."""
 
 
 class NoveltyConfig(_Section):
@@ -79,11 +126,45 @@ class BoundsConfig(_Section):
     max_debug_attempts: int = Field(2, ge=0)
 
 
+class DockerConfig(_Section):
+    """The `docker` backend: one container per evaluation on a Docker engine that sees this machine's paths."""
+
+    base_url: str | None = None
+    """Engine address (unix:///path/docker.sock, tcp://...); None: DOCKER_HOST, else /var/run/docker.sock."""
+    image: str | None = None
+    """The task's image (build evoforge/sandbox/Dockerfile); None: a minimal image built offline that mounts
+    this machine's Python and system directories read-only."""
+    python: str = "python3"
+    """The interpreter inside `image`; replaces this process's own interpreter in the job's command."""
+    network: str = "bridge"
+    """Docker network for stages that ask for network access (all others run with --network none)."""
+    capacity: int | None = Field(None, ge=1)
+    """Concurrent evaluations; None: the engine's CPU count."""
+
+
+class RayConfig(_Section):
+    """The `ray` backend: each evaluation is a Ray task that runs `worker_backend` on its worker."""
+
+    address: str | None = None
+    """"auto", "ray://head:10001", ...; None starts a local Ray instance in this process."""
+    worker_backend: Literal["local", "docker"] = "local"
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of a local Ray instance (None: all of this machine's)."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom resources a local Ray instance advertises (e.g. {"gpu_slot": 1} to stand in for GPUs)."""
+    max_retries: int = Field(1, ge=0)
+    """Re-runs of an evaluation whose worker died; then it fails as `worker_lost`."""
+    queue_timeout_s: float = Field(3600, gt=0)
+    """How long an evaluation may wait for a worker before it is given up (never a hung run)."""
+
+
 class SandboxConfig(_Section):
     backend: Literal["local", "docker", "ray"] = "local"
     isolation: Literal["auto", "bubblewrap", "none"] = "auto"
-    """For `local`: bubblewrap when available (auto), required, or plain subprocess."""
+    """For `local` (and ray workers running it): bubblewrap when available (auto), required, or plain."""
     max_output_bytes: int = Field(2_000_000, ge=1024)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
 
 class BudgetConfig(_Section):
@@ -101,6 +182,9 @@ class RunConfig(BaseModel):
 
     task: str = "circle_packing"
     rounds: int = Field(10, ge=0)
+    """Rounds of the whole run, shared out across the lanes."""
+    workers: int = Field(1, ge=1, le=64)
+    """Concurrent research lanes; each is its own checkpointed LangGraph thread over the shared node memory."""
     llm: ModelConfig = Field(default_factory=ModelConfig)
     roles: dict[Role, ModelConfig] = Field(default_factory=dict)
     """Per-role overrides of `llm`."""

@@ -58,12 +58,18 @@ def prepare_run(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     added = res.cognition.ingest_files(res.task.cognition_files(), task=res.task.name)
     if added:
         log.info("ingested %d cognition items from %s", added, res.task.root / res.task.cognition_dir)
-    if res.nodes.get_node(node_id_for(run_id, 0, 0)) is None:
-        record_seed(res, run_id)
+    # lanes start together: one evaluates the seed while the others wait on the run's lock
+    with res.database.pool.connection() as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"seed:{run_id}",))
+        try:
+            if res.nodes.get_node(node_id_for(run_id, 0, 0)) is None:
+                record_seed(res, run_id)
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"seed:{run_id}",))
     best = res.nodes.best_node(run_id, res.task.score.direction)
     best_score = best.score if best else None
-    reason = stop_reason(res, round_=state.round, best_score=best_score, tokens_used=state.tokens_used,
-                         rounds_since_best=state.rounds_since_best)
+    reason = stop_reason(res, lane=state.lane, round_=state.round, best_score=best_score,
+                         tokens_used=state.tokens_used, rounds_since_best=state.rounds_since_best)
     if reason:
         res.nodes.update_run_status(run_id, "finished", reason)
     return {"run_id": run_id, "best_node_id": best.id if best else None, "best_score": best_score,

@@ -16,6 +16,7 @@ from langgraph.types import interrupt
 from evoforge.config import RunConfig
 from evoforge.graph.resources import Resources, resources_for
 from evoforge.graph.state import State
+from evoforge.sandbox import sandbox_for
 from evoforge.tasks.spec import Stage
 from evoforge.tools.evaluation import StageOutcome, read_log_tail, read_metrics, run_stage
 
@@ -42,6 +43,7 @@ def approval_request(state: State, stage: Stage) -> dict[str, Any]:
     return {
         "kind": "approve_stage",
         "run_id": state.run_id,
+        "lane": state.lane,
         "node_id": state.node_id,
         "round": state.round,
         "candidate": candidate.get("name"),
@@ -76,8 +78,10 @@ def stage_workdir(res: Resources, state: State, stage: Stage) -> Path:
 def run_one_stage(res: Resources, stage: Stage, code: str, workdir: Path,
                   settings: dict[str, Any] | None) -> tuple[StageOutcome, list[dict[str, Any]]]:
     """Run a stage and read its results the way a person would: metrics, then the log on failure."""
-    outcome = run_stage(res.task, stage, code, workdir, res.sandbox, settings_override=settings,
-                        max_output_bytes=res.config.sandbox.max_output_bytes)
+    sandbox = sandbox_for(res.config.sandbox, stage.backend)  # a stage may name its own backend
+    with res.evaluation_slots:
+        outcome = run_stage(res.task, stage, code, workdir, sandbox, settings_override=settings,
+                            max_output_bytes=res.config.sandbox.max_output_bytes)
     calls = [{"tool": "run_stage", "args": {"stage": stage.name, "workdir": str(workdir), "settings": settings or {}},
               "result": f"{outcome.status}, score {outcome.score}"}]
     metrics_text = read_metrics.invoke({"results_dir": outcome.results_dir})

@@ -4,7 +4,6 @@ cognition, and the stop criteria are checked."""
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -14,6 +13,7 @@ from evoforge.config import RunConfig
 from evoforge.graph.resources import Resources, resources_for
 from evoforge.graph.state import State
 from evoforge.memory.nodes import NodeRecord, code_hash
+from evoforge.memory.sampling import archive_node
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,12 @@ def resource_totals(stage_results: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def stop_reason(res: Resources, *, round_: int, best_score: float | None, tokens_used: int,
+def lane_rounds(rounds: int, workers: int, lane: int) -> int:
+    """This lane's share of the run's rounds (the first `rounds % workers` lanes take one more)."""
+    return rounds // workers + (1 if lane < rounds % workers else 0)
+
+
+def stop_reason(res: Resources, *, lane: int, round_: int, best_score: float | None, tokens_used: int,
                 rounds_since_best: int) -> str | None:
     config, task = res.config, res.task
     target = config.budget.target_score if config.budget.target_score is not None else task.score.target
@@ -42,7 +47,7 @@ def stop_reason(res: Resources, *, round_: int, best_score: float | None, tokens
         return f"token budget {config.budget.max_tokens} spent"
     if config.budget.patience is not None and rounds_since_best >= config.budget.patience:
         return f"no improvement for {rounds_since_best} rounds"
-    if round_ >= config.rounds:
+    if round_ >= lane_rounds(config.rounds, config.workers, lane):
         return f"{config.rounds} rounds done"
     return None
 
@@ -56,7 +61,7 @@ def build_node(res: Resources, state: State) -> NodeRecord:
         id=state.node_id,
         run_id=state.run_id,
         round=state.round,
-        lane=0,
+        lane=state.lane,
         parent_ids=[state.parent["id"]] if state.parent else [],
         inspiration_ids=[node["id"] for node in state.inspirations],
         name=candidate.get("name", f"failed_r{state.round}"),
@@ -80,7 +85,8 @@ def build_node(res: Resources, state: State) -> NodeRecord:
         eval_seconds=resource_totals(state.stage_results)["wall_s"],
         resources={**resource_totals(state.stage_results), "usage": state.usage},
         policy=state.policy,
-        island=0,
+        island=state.island,
+        novelty=state.novelty_report or {},
     )
 
 
@@ -89,16 +95,16 @@ def record_node(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     res = resources_for(state.run_id, runtime)
     node = build_node(res, state)
     res.nodes.record_node(node)
+    archive_node(res.nodes, node, res.config.sampling, res.task.score)
     for insight in state.insights:
         res.cognition.add(res.task.name, insight, title=f"lesson from {node.name}", source=f"node:{node.id}",
                           kind="insight", node_id=node.id)
-    best_id, best_score, since_best = state.best_node_id, state.best_score, state.rounds_since_best + 1
-    if node.valid and node.score is not None and math.isfinite(node.score) and (
-        best_score is None or res.task.better(node.score, best_score)
-    ):
-        best_id, best_score, since_best = node.id, node.score, 0
+    # the run's best over every lane, so target and patience judge the whole search
+    best = res.nodes.best_node(state.run_id, res.task.score.direction)
+    best_id, best_score = (best.id, best.score) if best else (None, None)
+    since_best = 0 if best_id == node.id else state.rounds_since_best + 1
     tokens_used = state.tokens_used + node.tokens_in + node.tokens_out
-    reason = stop_reason(res, round_=state.round, best_score=best_score, tokens_used=tokens_used,
+    reason = stop_reason(res, lane=state.lane, round_=state.round, best_score=best_score, tokens_used=tokens_used,
                          rounds_since_best=since_best)
     if reason:
         res.nodes.update_run_status(state.run_id, "finished", reason)

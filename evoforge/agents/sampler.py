@@ -23,13 +23,10 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     selection = select_context(
         res.nodes,
         state.run_id,
-        lane=0,
+        lane=state.lane,
         round=round_,
-        policy=config.sampling.policy,
-        n_inspirations=config.sampling.inspirations,
-        direction=res.task.score.direction,
-        ucb_c=config.sampling.ucb_c,
-        seed=config.sampling.seed,
+        sampling=config.sampling,
+        score=res.task.score,
     )
     sampled = [selection.parent, *selection.inspirations]
     queries = [text for node in sampled for text in (node.motivation, node.analysis) if text and text.strip()]
@@ -44,8 +41,9 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     return {
         **ROUND_RESET,
         "round": round_,
-        "node_id": node_id_for(state.run_id, round_, 0),
+        "node_id": node_id_for(state.run_id, round_, state.lane),
         "policy": selection.policy,
+        "island": selection.island,
         "parent": node_view(selection.parent, with_code=True),
         "inspirations": [node_view(node, with_code=False) for node in selection.inspirations],
         "cognition": [

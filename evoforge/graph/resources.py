@@ -7,18 +7,19 @@ connection or a process behind it is looked up here, once per process and config
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
-from evoforge.cognition.embeddings import Embedder, get_embedder
+from evoforge.cognition.embeddings import Embedder, embedding_identity, get_embedder
 from evoforge.cognition.store import CognitionStore
-from evoforge.config import RunConfig, Role
+from evoforge.config import ENV_PREFIX, RunConfig, Role
 from evoforge.llm.models import clear_model_cache, make_chat_model
 from evoforge.memory.database import Database, get_database
 from evoforge.memory.nodes import NodeStore
@@ -37,6 +38,8 @@ class Resources:
     cognition: CognitionStore
     embedder: Embedder
     sandbox: Sandbox
+    evaluation_slots: threading.BoundedSemaphore
+    """Evaluations running at once across the process's lanes, up to the backend's capacity."""
     _models: dict[Role, BaseChatModel] = field(default_factory=dict)
 
     def chat_model(self, role: Role) -> BaseChatModel:
@@ -53,8 +56,15 @@ _cache: dict[str, Resources] = {}
 
 
 def open_store(config: RunConfig) -> tuple[Database, NodeStore]:
-    database = get_database(config.database_url, config.state_dir)
+    """The run database, checked against the configured embedding model's name and dimension."""
+    model, dim = embedding_identity(config.cognition)
+    database = get_database(config.database_url, config.state_dir, dim, embedding_model=model)
     return database, NodeStore(database)
+
+
+def embedder_for(config: RunConfig) -> Embedder:
+    settings = config.cognition
+    return get_embedder(settings.embedding_model, settings.embedding_base_url, settings.embedding_api_key_env)
 
 
 def get_resources(config: RunConfig) -> Resources:
@@ -63,7 +73,9 @@ def get_resources(config: RunConfig) -> Resources:
     with _lock:
         if key not in _cache:
             database, nodes = open_store(config)
-            embedder = get_embedder(config.cognition.embedding_model)
+            embedder = embedder_for(config)
+            sandbox = get_sandbox(config.sandbox.backend, config.sandbox.isolation)
+            capacity = getattr(sandbox, "capacity", None) or os.cpu_count() or 1
             _cache[key] = Resources(
                 config=config,
                 task=load_task(config.task),
@@ -71,7 +83,8 @@ def get_resources(config: RunConfig) -> Resources:
                 nodes=nodes,
                 cognition=CognitionStore(database, embedder),
                 embedder=embedder,
-                sandbox=get_sandbox(config.sandbox.backend, config.sandbox.isolation),
+                sandbox=sandbox,
+                evaluation_slots=threading.BoundedSemaphore(capacity),
             )
         return _cache[key]
 
@@ -94,14 +107,27 @@ def thread_run_id() -> str:
     return str(thread_id)
 
 
+def context_given(context: RunConfig | None) -> TypeGuard[RunConfig]:
+    """Whether an invocation carried a configuration of its own.
+
+    The dev server turns a run without context into `{}`, which LangGraph coerces into a RunConfig of
+    defaults (plus `EVOFORGE_*` values): a context that sets nothing beyond the environment counts as none.
+    """
+    if context is None:
+        return False
+    from_environment = {name for name in RunConfig.model_fields if ENV_PREFIX + name.upper() in os.environ}
+    return bool(context.model_fields_set - from_environment)
+
+
 def resolve_config(run_id: str, runtime: Runtime[RunConfig]) -> RunConfig:
     """The run's configuration: the context given with this invocation, else the one recorded for the run.
 
     A resume through the thread API often carries no context; the run's own record then decides, so a
     resumed run never silently falls back to defaults.
     """
-    if runtime.context is not None:
-        return runtime.context
+    context = runtime.context
+    if context_given(context):
+        return context
     defaults = RunConfig()
     if run_id:
         _, nodes = open_store(defaults)

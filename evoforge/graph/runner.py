@@ -1,13 +1,16 @@
 """Starting, resuming and approving runs from the command line, with the Postgres checkpointer.
 
-A run is one LangGraph thread whose id is the run id; its checkpoints live in the same database as its
-nodes. Every step is checkpointed synchronously, so `kill -9` at any point loses at most the step in flight.
+A run is one LangGraph thread per lane (lane 0's thread id is the run id, lane k's `<run id>#lane<k>`); the
+lanes share node memory and their checkpoints live in the same database. Every step is checkpointed
+synchronously, so `kill -9` at any point loses at most the step in flight of each lane.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,14 +23,17 @@ from evoforge.config import RunConfig
 from evoforge.graph.builder import build_graph
 from evoforge.graph.resources import open_store
 
+log = logging.getLogger(__name__)
+
 UpdateHandler = Callable[[str, dict[str, Any]], None]
-"""Called with (node name, the node's state update) after every step."""
+"""Called with (node name, the node's state update plus its `lane`) after every step of every lane."""
 
 
 @dataclass
 class RunOutcome:
     run_id: str
     state: dict[str, Any]
+    """Lane 0's final state, with the run-wide best node."""
     pending_approvals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -44,8 +50,12 @@ def new_run_id(task_name: str) -> str:
     return f"{task_name}-{stamp}-{secrets.token_hex(2)}"
 
 
-def thread_config(run_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": run_id}, "recursion_limit": 1_000_000}
+def lane_thread_id(run_id: str, lane: int) -> str:
+    return run_id if lane == 0 else f"{run_id}#lane{lane}"
+
+
+def thread_config(run_id: str, lane: int = 0) -> dict[str, Any]:
+    return {"configurable": {"thread_id": lane_thread_id(run_id, lane)}, "recursion_limit": 1_000_000}
 
 
 @contextmanager
@@ -54,16 +64,50 @@ def checkpointed_graph(config: RunConfig) -> Iterator[CompiledStateGraph]:
     yield build_graph(checkpointer=database.checkpointer())
 
 
-def _drive(graph: CompiledStateGraph, graph_input: Any, run_id: str, config: RunConfig,
-           on_update: UpdateHandler | None) -> RunOutcome:
-    thread = thread_config(run_id)
+def _lane_interrupts(graph: CompiledStateGraph, run_id: str, lane: int) -> list[dict[str, Any]]:
+    snapshot = graph.get_state(thread_config(run_id, lane))
+    return [{**interrupt.value, "lane": lane} for interrupt in snapshot.interrupts]
+
+
+def _drive_lane(graph: CompiledStateGraph, graph_input: Any, run_id: str, lane: int, config: RunConfig,
+                on_update: UpdateHandler | None) -> dict[str, Any]:
+    thread = thread_config(run_id, lane)
     for chunk in graph.stream(graph_input, thread, context=config, stream_mode="updates", durability="sync"):
         for node_name, update in chunk.items():
             if on_update is not None and isinstance(update, dict):
-                on_update(node_name, update)
-    snapshot = graph.get_state(thread)
-    pending = [interrupt.value for interrupt in snapshot.interrupts]
-    return RunOutcome(run_id=run_id, state=dict(snapshot.values), pending_approvals=pending)
+                on_update(node_name, {**update, "lane": lane})
+    return dict(graph.get_state(thread).values)
+
+
+def _drive(graph: CompiledStateGraph, inputs: dict[int, Any], run_id: str, config: RunConfig,
+           on_update: UpdateHandler | None) -> RunOutcome:
+    """Drive the given lanes concurrently to their end or their next interrupt."""
+    states: dict[int, dict[str, Any]] = {}
+    if len(inputs) == 1:
+        (lane, graph_input), = inputs.items()
+        states[lane] = _drive_lane(graph, graph_input, run_id, lane, config, on_update)
+    elif inputs:
+        with ThreadPoolExecutor(max_workers=len(inputs), thread_name_prefix="lane") as pool:
+            futures = {lane: pool.submit(_drive_lane, graph, graph_input, run_id, lane, config, on_update)
+                       for lane, graph_input in inputs.items()}
+            # every lane finishes (or fails) before the first failure is raised
+            errors = [f.exception() for f in futures.values()]
+            for error in errors:
+                if error is not None:
+                    raise error
+            states = {lane: future.result() for lane, future in futures.items()}
+    return _outcome(graph, run_id, config, states)
+
+
+def _outcome(graph: CompiledStateGraph, run_id: str, config: RunConfig, states: dict[int, dict[str, Any]]) -> RunOutcome:
+    from evoforge.tasks.spec import load_task
+
+    state = states.get(0) or dict(graph.get_state(thread_config(run_id, 0)).values)
+    _, nodes = open_store(config)
+    best = nodes.best_node(run_id, load_task(config.task).score.direction)
+    state.update(best_node_id=best.id if best else None, best_score=best.score if best else None)
+    pending = [request for lane in range(config.workers) for request in _lane_interrupts(graph, run_id, lane)]
+    return RunOutcome(run_id=run_id, state=state, pending_approvals=pending)
 
 
 def start_run(config: RunConfig, run_id: str | None = None, on_update: UpdateHandler | None = None) -> RunOutcome:
@@ -72,7 +116,8 @@ def start_run(config: RunConfig, run_id: str | None = None, on_update: UpdateHan
 
     run_id = run_id or new_run_id(load_task(config.task).name)
     with checkpointed_graph(config) as graph:
-        return _drive(graph, {"run_id": run_id}, run_id, config, on_update)
+        inputs = {lane: {"run_id": run_id, "lane": lane} for lane in range(config.workers)}
+        return _drive(graph, inputs, run_id, config, on_update)
 
 
 def stored_config(run_id: str, base: RunConfig | None = None, **overrides: Any) -> RunConfig:
@@ -82,40 +127,53 @@ def stored_config(run_id: str, base: RunConfig | None = None, **overrides: Any) 
     run = nodes.get_run(run_id)
     if run is None:
         raise RunNotFound(f"no run {run_id!r} in the database at {nodes.database.url}")
-    data = {**run.config, **{k: v for k, v in overrides.items() if v is not None}}
-    config = RunConfig(**data)
-    if overrides:
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    config = RunConfig(**{**run.config, **explicit})
+    if explicit:
         nodes.update_run_config(run_id, config.model_dump(mode="json"))
     return config
 
 
 def resume_run(run_id: str, *, base: RunConfig | None = None, on_update: UpdateHandler | None = None,
                **overrides: Any) -> RunOutcome:
-    """Continue from the last checkpoint; a finished run goes on when `rounds` was raised."""
+    """Continue every lane from its last checkpoint; finished lanes go on when `rounds` was raised.
+
+    A lane waiting for an approval stays waiting (answer it with `approve`).
+    """
     config = stored_config(run_id, base, **overrides)
     with checkpointed_graph(config) as graph:
-        snapshot = graph.get_state(thread_config(run_id))
-        if snapshot.interrupts:
-            return RunOutcome(run_id, dict(snapshot.values), [i.value for i in snapshot.interrupts])
-        graph_input = None if snapshot.next else {"run_id": run_id}
-        return _drive(graph, graph_input, run_id, config, on_update)
+        inputs: dict[int, Any] = {}
+        for lane in range(config.workers):
+            snapshot = graph.get_state(thread_config(run_id, lane))
+            if snapshot.interrupts:
+                continue
+            inputs[lane] = None if snapshot.next else {"run_id": run_id, "lane": lane}
+        return _drive(graph, inputs, run_id, config, on_update)
 
 
-def approve(run_id: str, decision: dict[str, Any], *, base: RunConfig | None = None,
+def approve(run_id: str, decision: dict[str, Any], *, lane: int | None = None, base: RunConfig | None = None,
             on_update: UpdateHandler | None = None) -> RunOutcome:
-    """Answer the pending approval of a run and continue it."""
+    """Answer a pending approval of a run (of `lane`, needed when several lanes wait) and continue that lane."""
     from evoforge.agents.engineer import parse_decision
 
     config = stored_config(run_id, base)
     parse_decision(decision)
     with checkpointed_graph(config) as graph:
-        if not graph.get_state(thread_config(run_id)).interrupts:
+        waiting = sorted({request["lane"] for lane in range(config.workers)
+                          for request in _lane_interrupts(graph, run_id, lane)})
+        if not waiting:
             raise ValueError(f"run {run_id!r} has no pending approval")
-        return _drive(graph, Command(resume=decision), run_id, config, on_update)
+        if lane is None:
+            if len(waiting) > 1:
+                raise ValueError(f"lanes {waiting} of run {run_id!r} wait for approval: name one with --lane")
+            lane = waiting[0]
+        elif lane not in waiting:
+            raise ValueError(f"lane {lane} of run {run_id!r} has no pending approval; waiting: {waiting}")
+        return _drive(graph, {lane: Command(resume=decision)}, run_id, config, on_update)
 
 
 def pending_approvals(run_id: str, base: RunConfig | None = None) -> list[dict[str, Any]]:
-    """Approval requests a run is waiting on (empty when it is not waiting)."""
+    """Approval requests a run is waiting on, each with its `lane` (empty when it is not waiting)."""
     config = stored_config(run_id, base)
     with checkpointed_graph(config) as graph:
-        return [i.value for i in graph.get_state(thread_config(run_id)).interrupts]
+        return [request for lane in range(config.workers) for request in _lane_interrupts(graph, run_id, lane)]

@@ -21,12 +21,16 @@ def extend_or_reset(left: list[Any], right: list[Any] | None) -> list[Any]:
 class InputState:
     run_id: str = ""
     """The run to start or continue; empty means the thread id."""
+    lane: int = 0
+    """Which of the run's concurrent lanes this thread drives (0 when there is one)."""
 
 
 @dataclass
 class OutputState:
     run_id: str = ""
     """The run this thread drives."""
+    lane: int = 0
+    """The lane this thread drives."""
     round: int = 0
     """Rounds completed or in progress (the seed is round 0)."""
     best_node_id: str | None = None
@@ -49,6 +53,8 @@ class State(OutputState):
     """Id the node of this round will be recorded under (deterministic, so a resumed round reuses it)."""
     policy: str = ""
     """Sampling policy that chose the parent."""
+    island: int = 0
+    """MAP-Elites island the parent came from (and the node joins); 0 for policies without islands."""
     parent: dict[str, Any] | None = None
     """The parent node: id, name, score, motivation, analysis, code."""
     inspirations: list[dict[str, Any]] = field(default_factory=list)
@@ -94,6 +100,7 @@ class State(OutputState):
 ROUND_RESET: dict[str, Any] = {
     "node_id": "",
     "policy": "",
+    "island": 0,
     "parent": None,
     "inspirations": [],
     "cognition": [],
