@@ -1,5 +1,7 @@
 """SEARCH/REPLACE parsing and application, rewrites, and the evolvable region."""
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,6 +54,11 @@ def test_rewrite_is_the_fallback_when_diffs_do_not_apply() -> None:
     assert mode == "rewrite" and "return 5" in code
 
 
+def test_reply_cut_off_inside_its_code_fence_is_still_used() -> None:
+    edit = parse_edit("NAME: x\n```python\ndef f(x):\n    return 4\n")
+    assert edit.rewrite == "def f(x):\n    return 4\n"
+
+
 def test_reply_without_code_is_an_edit_error() -> None:
     with pytest.raises(EditError, match="no code found"):
         parse_edit("I'm sorry, I can't help with that.")
@@ -90,10 +97,8 @@ def test_parser_never_crashes_on_arbitrary_replies(reply: str) -> None:
         edit = parse_edit(reply)
     except EditError:
         return
-    try:
+    with contextlib.suppress(EditError):
         apply_edit(PARENT, edit)
-    except EditError:
-        pass
 
 
 def test_unified_diff_marks_changes() -> None:

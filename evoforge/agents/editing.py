@@ -15,6 +15,7 @@ _DIFF_BLOCK = re.compile(
     re.DOTALL | re.MULTILINE,
 )
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(?P<body>.*?)```", re.DOTALL | re.IGNORECASE)
+_OPEN_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(?P<body>.*)\Z", re.DOTALL | re.IGNORECASE)
 
 
 class EditError(ValueError):
@@ -43,6 +44,11 @@ def parse_edit(reply: str) -> Edit:
     )
     without_blocks = _DIFF_BLOCK.sub("", reply)
     fenced = [m.group("body") for m in _FENCE.finditer(without_blocks) if m.group("body").strip()]
+    if not fenced:
+        # a reply cut off by the token limit leaves its last fence open: take the code up to the end
+        unclosed = _OPEN_FENCE.search(without_blocks)
+        if unclosed and unclosed.group("body").strip():
+            fenced = [unclosed.group("body")]
     rewrite = max(fenced, key=len) if fenced else None
     if not blocks and rewrite is None:
         raise EditError(

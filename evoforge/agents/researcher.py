@@ -83,7 +83,8 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             proposal = parse_proposal(reply)
             code, mode = apply_edit(parent_code, proposal.edit)
         except EditError as exc:
-            errors.append(str(exc))
+            excerpt = " ".join(reply.split())[:160]
+            errors.append(f"{exc} (the reply began: {excerpt!r})")
             messages = [
                 *messages,
                 AIMessage(reply),

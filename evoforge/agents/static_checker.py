@@ -44,7 +44,7 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 
 def _imported_modules(tree: ast.Module) -> list[tuple[str, int]]:
-    found = []
+    found: list[tuple[str, int]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)
@@ -76,7 +76,7 @@ def code_problems(task: TaskSpec, code: str) -> list[str]:
     for node in ast.walk(tree):
         name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
         if name in task.rules.forbidden_names:
-            problems.append(f"line {node.lineno}: using {name!r} is not allowed for this task")
+            problems.append(f"line {getattr(node, 'lineno', '?')}: using {name!r} is not allowed for this task")
     for message in pyflakes_checker.Checker(tree, filename="candidate.py").messages:
         if isinstance(message, (pyflakes_messages.UndefinedName, pyflakes_messages.UndefinedLocal)):
             problems.append(f"line {message.lineno}: {message.message % message.message_args} (missing import?)")

@@ -3,6 +3,8 @@ analyze → record). `graph` is compiled without a checkpointer for `langgraph d
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -18,11 +20,15 @@ from evoforge.agents.sampler import sample_context
 from evoforge.agents.static_checker import check_candidate
 from evoforge.config import RunConfig
 from evoforge.graph import routing
-from evoforge.graph.state import InputState, OutputState, State
+from evoforge.graph.state import InputState, State
+
+ResearchGraph = CompiledStateGraph[Any, RunConfig, Any, Any]
 
 
-def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
-    builder = StateGraph(State, context_schema=RunConfig, input_schema=InputState, output_schema=OutputState)
+def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> ResearchGraph:
+    # No output_schema: the dev server streams `updates` and `values` filtered to the output keys, so a
+    # narrower output would show every agent's step in Studio as null. The run's summary is OutputState's part.
+    builder = StateGraph(State, context_schema=RunConfig, input_schema=InputState)
     for node in (prepare_run, sample_context, propose_candidate, check_candidate, check_novelty,
                  run_evaluation, debug_candidate, analyze_result, record_node):
         builder.add_node(node.__name__, node)

@@ -19,11 +19,11 @@ from langgraph.runtime import Runtime
 
 from evoforge.cognition.embeddings import Embedder, embedding_identity, get_embedder
 from evoforge.cognition.store import CognitionStore
-from evoforge.config import ENV_PREFIX, RunConfig, Role
+from evoforge.config import ENV_PREFIX, Role, RunConfig
 from evoforge.llm.models import clear_model_cache, make_chat_model
 from evoforge.memory.database import Database, get_database
 from evoforge.memory.nodes import NodeStore
-from evoforge.sandbox import Sandbox, get_sandbox
+from evoforge.sandbox import Sandbox, sandbox_for
 from evoforge.tasks.spec import TaskSpec, load_task
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def get_resources(config: RunConfig) -> Resources:
         if key not in _cache:
             database, nodes = open_store(config)
             embedder = embedder_for(config)
-            sandbox = get_sandbox(config.sandbox.backend, config.sandbox.isolation)
+            sandbox = sandbox_for(config.sandbox)  # with its docker/ray settings; shared with the Engineer
             capacity = getattr(sandbox, "capacity", None) or os.cpu_count() or 1
             _cache[key] = Resources(
                 config=config,

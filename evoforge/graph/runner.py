@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from langgraph.graph.state import CompiledStateGraph
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from evoforge.config import RunConfig
-from evoforge.graph.builder import build_graph
+from evoforge.graph.builder import ResearchGraph, build_graph
 from evoforge.graph.resources import open_store
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RunNotFound(LookupError):
 
 
 def new_run_id(task_name: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{task_name}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -54,22 +54,22 @@ def lane_thread_id(run_id: str, lane: int) -> str:
     return run_id if lane == 0 else f"{run_id}#lane{lane}"
 
 
-def thread_config(run_id: str, lane: int = 0) -> dict[str, Any]:
-    return {"configurable": {"thread_id": lane_thread_id(run_id, lane)}, "recursion_limit": 1_000_000}
+def thread_config(run_id: str, lane: int = 0) -> RunnableConfig:
+    return RunnableConfig(configurable={"thread_id": lane_thread_id(run_id, lane)}, recursion_limit=1_000_000)
 
 
 @contextmanager
-def checkpointed_graph(config: RunConfig) -> Iterator[CompiledStateGraph]:
+def checkpointed_graph(config: RunConfig) -> Iterator[ResearchGraph]:
     database, _ = open_store(config)
     yield build_graph(checkpointer=database.checkpointer())
 
 
-def _lane_interrupts(graph: CompiledStateGraph, run_id: str, lane: int) -> list[dict[str, Any]]:
+def _lane_interrupts(graph: ResearchGraph, run_id: str, lane: int) -> list[dict[str, Any]]:
     snapshot = graph.get_state(thread_config(run_id, lane))
     return [{**interrupt.value, "lane": lane} for interrupt in snapshot.interrupts]
 
 
-def _drive_lane(graph: CompiledStateGraph, graph_input: Any, run_id: str, lane: int, config: RunConfig,
+def _drive_lane(graph: ResearchGraph, graph_input: Any, run_id: str, lane: int, config: RunConfig,
                 on_update: UpdateHandler | None) -> dict[str, Any]:
     thread = thread_config(run_id, lane)
     for chunk in graph.stream(graph_input, thread, context=config, stream_mode="updates", durability="sync"):
@@ -79,7 +79,7 @@ def _drive_lane(graph: CompiledStateGraph, graph_input: Any, run_id: str, lane: 
     return dict(graph.get_state(thread).values)
 
 
-def _drive(graph: CompiledStateGraph, inputs: dict[int, Any], run_id: str, config: RunConfig,
+def _drive(graph: ResearchGraph, inputs: dict[int, Any], run_id: str, config: RunConfig,
            on_update: UpdateHandler | None) -> RunOutcome:
     """Drive the given lanes concurrently to their end or their next interrupt."""
     states: dict[int, dict[str, Any]] = {}
@@ -99,7 +99,7 @@ def _drive(graph: CompiledStateGraph, inputs: dict[int, Any], run_id: str, confi
     return _outcome(graph, run_id, config, states)
 
 
-def _outcome(graph: CompiledStateGraph, run_id: str, config: RunConfig, states: dict[int, dict[str, Any]]) -> RunOutcome:
+def _outcome(graph: ResearchGraph, run_id: str, config: RunConfig, states: dict[int, dict[str, Any]]) -> RunOutcome:
     from evoforge.tasks.spec import load_task
 
     state = states.get(0) or dict(graph.get_state(thread_config(run_id, 0)).values)
