@@ -19,7 +19,7 @@ from evoforge.config import ConfigError, RunConfig, load_config
 from evoforge.tasks.spec import TaskError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="EvoForge: an autonomous research loop.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration.")]
 
