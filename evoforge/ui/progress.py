@@ -1,71 +1,130 @@
-"""What a person sees of a run in the terminal: a live line per round, and summaries."""
+"""What a person sees of a run in the terminal: a live display while it runs, and summaries."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from evoforge.config import RunConfig
 
 
+def format_score(score: float | None) -> str:
+    return "-" if score is None else f"{score:.6g}"
+
+
+@dataclass
+class LaneActivity:
+    """What one research lane is doing, from the updates it streamed."""
+
+    round: int = 0
+    """The lane's current round."""
+    done: int = 0
+    """Rounds the lane has recorded."""
+    step: str = "starting"
+    """The graph node that ran last."""
+    candidate: str = ""
+    status: str = ""
+    score: float | None = None
+    last_result: str = ""
+    """The lane's last recorded node: name, status, score."""
+
+
 class RoundReporter:
-    """Follows the graph's step updates; a progress bar on a terminal, one plain line per round otherwise."""
+    """Follows the graph's step updates of every lane (an update's `lane`, 0 when absent): on a terminal a
+    progress bar over the run's rounds with one live row per lane; otherwise one plain line per round.
+    Lanes run in threads, so updates may arrive concurrently."""
 
     def __init__(self, console: Console, config: RunConfig) -> None:
         self.console = console
         self.rounds = config.rounds
-        self.round = 0
-        self.candidate = ""
-        self.status = ""
-        self.score: float | None = None
         self.best: float | None = None
+        self.last_result = ""
+        self.lanes: dict[int, LaneActivity] = {}
+        self._lock = threading.Lock()
         self._progress: Progress | None = None
+        self._live: Live | None = None
         self._bar: Any = None
 
     def __enter__(self) -> RoundReporter:
         if self.console.is_terminal:
             self._progress = Progress(
-                TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
-                TextColumn("{task.description}"), console=self.console, transient=False,
+                TextColumn("[bold]rounds"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"), console=self.console,
             )
-            self._progress.start()
             self._bar = self._progress.add_task("starting (seed evaluation)", total=self.rounds)
+            self._live = Live(Group(self._progress, self), console=self.console, refresh_per_second=4)
+            self._live.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._live is not None:
+            self._live.stop()
 
-    def _describe(self, phase: str) -> str:
-        return f"best {self.best if self.best is not None else '-'} | {self.candidate or '…'} | {phase}"
+    @property
+    def completed(self) -> int:
+        """Rounds recorded over every lane."""
+        return sum(lane.done for lane in self.lanes.values())
+
+    def __rich__(self) -> Table:
+        """The live rows: one per lane."""
+        table = Table.grid(padding=(0, 2))
+        with self._lock:
+            for number, lane in sorted(self.lanes.items()):
+                table.add_row(f"lane {number}", f"round {lane.round}", lane.step, escape(lane.candidate or "…"),
+                              f"last: {escape(lane.last_result or '-')}")
+        return table
 
     def update(self, node: str, update: dict[str, Any]) -> None:
-        if "round" in update:
-            self.round = update["round"]
+        """Take one step's state update (the runner's `on_update` callback)."""
+        with self._lock:
+            line = self._apply(node, update)
+            description = f"best {format_score(self.best)} | last: {self.last_result or '-'}"
+            completed = self.completed
+        if self._progress is not None:
+            self._progress.update(self._bar, completed=completed, description=escape(description))
+        if line is not None:
+            (self._progress.console if self._progress is not None else self.console).print(line, highlight=False,
+                                                                                             markup=False)
+
+    def _apply(self, node: str, update: dict[str, Any]) -> str | None:
+        """Fold an update into the lanes; returns the line to print when a round was recorded."""
+        number = update["lane"] if isinstance(update.get("lane"), int) else 0
+        lane = self.lanes.setdefault(number, LaneActivity())
+        lane.step = node
+        if isinstance(update.get("round"), int):
+            lane.round = update["round"]
+            lane.done = max(lane.done, lane.round - 1)
         if update.get("candidate"):
-            self.candidate = update["candidate"].get("name", "")
+            lane.candidate = update["candidate"].get("name", "")
         if update.get("status"):
-            self.status = update["status"]
+            lane.status = update["status"]
         for result in update.get("stage_results") or []:
-            self.score = result.get("score")
-        if "best_score" in update:
+            lane.score = result.get("score")
+        if update.get("best_score") is not None:
             self.best = update["best_score"]
-        if node == "record_node":
-            line = (f"round {self.round}/{self.rounds}: {self.candidate or '-'} {self.status or '-'} "
-                    f"score={self.score} best={self.best}")
-            if self._progress is not None:
-                self._progress.update(self._bar, completed=self.round, description=self._describe("recorded"))
-                self._progress.console.print(line, highlight=False)
-            else:
-                self.console.print(line, highlight=False)
-            self.candidate, self.status, self.score = "", "", None
-        elif self._progress is not None:
-            self._progress.update(self._bar, completed=max(self.round - 1, 0), description=self._describe(node))
+        if node != "record_node":
+            return None
+        lane.done = max(lane.done, lane.round)
+        lane.last_result = f"{lane.candidate or '-'} {lane.status or '-'} {format_score(lane.score)}"
+        self.last_result = lane.last_result
+        several = len(self.lanes) > 1
+        where = f"round {self.completed}/{self.rounds}" + (f" (lane {number}, its round {lane.round})" if several else "")
+        line = (f"{where}: {lane.candidate or '-'} {lane.status or '-'} score={format_score(lane.score)} "
+                f"best={format_score(self.best)}")
+        if several:
+            line += " | " + ", ".join(f"lane {n} round {other.round} {other.step}"
+                                      for n, other in sorted(self.lanes.items()) if other is not lane)
+        lane.candidate, lane.status, lane.score = "", "", None
+        return line
 
 
 def print_outcome(console: Console, outcome: Any, nodes: Any, config: RunConfig) -> None:
