@@ -25,3 +25,4 @@ lint: install
 benchmarks: install
 	$(VENV)/bin/python benchmarks/memory.py
 	$(VENV)/bin/python benchmarks/kernels.py
+	$(VENV)/bin/python benchmarks/throughput.py

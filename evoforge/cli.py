@@ -174,7 +174,7 @@ def evaluate(
     """Evaluate one program through the sandbox exactly as a run would."""
     import tempfile
 
-    from evoforge.sandbox import get_sandbox
+    from evoforge.sandbox import sandbox_for
     from evoforge.tasks.spec import load_task
     from evoforge.tools.evaluation import run_stage
 
@@ -186,7 +186,7 @@ def evaluate(
     if not program.is_file():
         _fail(f"program {program} does not exist")
     stages = [spec.stage(stage)] if stage else spec.stages
-    sandbox = get_sandbox(config.sandbox.backend, config.sandbox.isolation)
+    sandbox = sandbox_for(config.sandbox)
     workroot = Path(tempfile.mkdtemp(prefix="evoforge-evaluate-"))
     outcome = None
     for each in stages:
