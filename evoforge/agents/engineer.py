@@ -6,6 +6,7 @@ costly stage never re-runs the stages before it when the graph resumes.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,16 @@ def parse_decision(value: Any) -> dict[str, Any]:
     return {"action": value["action"], "settings": settings, "reason": str(value.get("reason") or "")}
 
 
+def metrics_verdict(metrics_text: str) -> dict[str, Any]:
+    """The part of read_metrics' JSON a person judges a stage by, as an object (Studio shows it as a tree, where
+    clipped JSON text would be one opaque string); the full metrics are in the stage's result."""
+    try:
+        metrics = json.loads(metrics_text)
+    except ValueError:
+        return {"error": f"read_metrics returned no JSON: {metrics_text[:300]}"}
+    return {key: metrics[key] for key in ("score", "valid", "error", "feedback") if key in metrics}
+
+
 def stage_workdir(res: Resources, state: State, stage: Stage) -> Path:
     return res.run_dir(state.run_id) / "nodes" / state.node_id / f"{stage.name}-try{state.debug_attempts}"
 
@@ -85,7 +96,8 @@ def run_one_stage(res: Resources, stage: Stage, code: str, workdir: Path,
     calls = [{"tool": "run_stage", "args": {"stage": stage.name, "workdir": str(workdir), "settings": settings or {}},
               "result": f"{outcome.status}, score {outcome.score}"}]
     metrics_text = read_metrics.invoke({"results_dir": outcome.results_dir})
-    calls.append({"tool": "read_metrics", "args": {"results_dir": outcome.results_dir}, "result": metrics_text[:1500]})
+    calls.append({"tool": "read_metrics", "args": {"results_dir": outcome.results_dir},
+                  "result": metrics_verdict(metrics_text)})
     if outcome.failed:
         tail = read_log_tail.invoke({"results_dir": outcome.results_dir, "stream": "stderr", "lines": 30})
         calls.append({"tool": "read_log_tail", "args": {"results_dir": outcome.results_dir, "stream": "stderr"},

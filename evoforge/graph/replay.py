@@ -14,11 +14,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
 from evoforge.agents.recorder import node_id_for
 from evoforge.config import Role, RunConfig, load_config
+from evoforge.graph.builder import ResearchGraph
 from evoforge.graph.resources import open_store
 from evoforge.graph.runner import RunOutcome, UpdateHandler, checkpointed_graph, stored_config, thread_config
 from evoforge.tasks.spec import load_task
@@ -50,14 +50,14 @@ class Step:
     """The round's candidate as the node found it."""
     wrote: dict[str, Any] | None
     """The node's state update; None while it has not finished (e.g. it waits for an approval)."""
-    waiting: list[dict[str, Any]]
-    """Approval requests the node is waiting on."""
+    asked: list[dict[str, Any]]
+    """Approval requests the node raised (answered once `wrote` is set)."""
     created_at: str | None
     given: dict[str, Any] | None = None
     """The whole state the node was given (filled by `inspect_step` only)."""
 
 
-def run_lineage(graph: CompiledStateGraph, run_id: str, lane: int = 0) -> list[StateSnapshot]:
+def run_lineage(graph: ResearchGraph, run_id: str, lane: int = 0) -> list[StateSnapshot]:
     """The checkpoints of a run's thread from the first to the current one.
 
     Only the current head's ancestors count, so branches made inside the thread (e.g. a fork from Studio)
@@ -90,7 +90,7 @@ def _step(snapshot: StateSnapshot) -> Step | None:
         node=node,
         candidate=(values.get("candidate") or {}).get("name"),
         wrote=task.result if task is not None and isinstance(task.result, dict) else None,
-        waiting=[interrupt.value for interrupt in snapshot.interrupts],
+        asked=[interrupt.value for interrupt in snapshot.interrupts],
         created_at=snapshot.created_at,
     )
 
@@ -137,11 +137,12 @@ def model_override(config: RunConfig, node: str, model: str) -> dict[str, Any]:
     return {"roles": {role: {**current, "model": model}}}
 
 
-def _merge(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_overrides(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`into` with `overrides` applied key by key, nested mappings merged rather than replaced."""
     merged = dict(into)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_overrides(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -156,7 +157,7 @@ def fork_config(config: RunConfig, round_: int, overrides: dict[str, Any]) -> Ru
     for role in overrides.get("roles") or {}:
         # a role override starts from the model that role used, so `{model: x}` changes only the name
         data["roles"].setdefault(role, data["llm"])
-    data = _merge(data, overrides)
+    data = merge_overrides(data, overrides)
     data.update(rounds=round_, workers=1)
     return load_config(None, **data)
 
@@ -185,6 +186,8 @@ def fork_run(run_id: str, round_: int, *, from_node: str = "analyze_result",
     with checkpointed_graph(config) as graph:
         lineage = run_lineage(graph, run_id, lane)
         index = _locate(lineage, round_, from_node, occurrence)
+        if index == 0:
+            raise ReplayError(f"run {run_id!r} starts at {from_node!r} (it is a fork): fork its original run instead")
         # update_state as the node that produced this checkpoint re-applies its routing, which leads to from_node
         writer = lineage[index - 1].next[0]
         values = {**lineage[index].values, "run_id": fork_id, "lane": 0,

@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 
 from evoforge.cognition.embeddings import Embedder, embedding_identity, get_embedder
 from evoforge.cognition.store import CognitionStore
-from evoforge.config import ENV_PREFIX, Role, RunConfig
+from evoforge.config import Role, RunConfig
 from evoforge.llm.models import clear_model_cache, make_chat_model
 from evoforge.memory.database import Database, get_database
 from evoforge.memory.nodes import NodeStore
@@ -111,12 +111,9 @@ def context_given(context: RunConfig | None) -> TypeGuard[RunConfig]:
     """Whether an invocation carried a configuration of its own.
 
     The dev server turns a run without context into `{}`, which LangGraph coerces into a RunConfig of
-    defaults (plus `EVOFORGE_*` values): a context that sets nothing beyond the environment counts as none.
+    defaults (plus `EVOFORGE_*` values): a context equal to that counts as none.
     """
-    if context is None:
-        return False
-    from_environment = {name for name in RunConfig.model_fields if ENV_PREFIX + name.upper() in os.environ}
-    return bool(context.model_fields_set - from_environment)
+    return context is not None and context != RunConfig()
 
 
 def resolve_config(run_id: str, runtime: Runtime[RunConfig]) -> RunConfig:

@@ -27,6 +27,8 @@ class InputState:
 
 @dataclass
 class OutputState:
+    """The run's summary, first in State; not the graph's output_schema (see build_graph for why)."""
+
     run_id: str = ""
     """The run this thread drives."""
     lane: int = 0

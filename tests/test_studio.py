@@ -1,0 +1,212 @@
+"""The research graph served by a real `langgraph dev` server (the repository's langgraph.json, Postgres
+checkpoints) and driven through langgraph-sdk's thread API: a circle_packing run stops before its costly
+stage, a person approves one candidate and rejects the next, and the records land in Postgres."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
+
+from evoforge.config import RunConfig
+from evoforge.graph.resources import context_given
+from evoforge.memory.database import Database
+from evoforge.memory.nodes import NodeStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
+BIN = Path(sys.executable).parent
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+
+
+@pytest.fixture
+def dev_server(database: Database, tmp_path: Path) -> Iterator[str]:
+    """`langgraph dev` on a free loopback port; its URL. Checkpoints and nodes go to the test's database.
+
+    The server runs the repository's langgraph.json unchanged, from a directory holding only that file and
+    the package (no `.env`, as in a fresh clone), so its `.langgraph_api/` state stays out of the repository.
+    """
+    langgraph = BIN / "langgraph"
+    if not langgraph.is_file():
+        pytest.fail(f"{langgraph} is missing: install the studio extra (langgraph-cli[inmem])", pytrace=False)
+    app = tmp_path / "app"
+    app.mkdir()
+    shutil.copy(ROOT / "langgraph.json", app / "langgraph.json")
+    (app / "evoforge").symlink_to(ROOT / "evoforge")
+    port = free_loopback_port()
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false",
+           "LANGGRAPH_NO_VERSION_CHECK": "true", "EVOFORGE_DATABASE_URL": database.url,
+           "EVOFORGE_STATE_DIR": str(tmp_path / "state")}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(langgraph), "dev", "--config", "langgraph.json", "--host", "127.0.0.1", "--port", str(port),
+             "--no-browser", "--no-reload"],
+            cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"langgraph dev exited with {server.returncode}:\n{_log_tail(log)}", pytrace=False)
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"langgraph dev did not answer on {url} within 120 s:\n{_log_tail(log)}", pytrace=False)
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def stream_until_pause(client: SyncLangGraphClient, thread_id: str,
+                       **run: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Stream a run's node updates until it ends or stops at an interrupt: (node, update) pairs, interrupts."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    interrupts: list[dict[str, Any]] = []
+    for part in client.runs.stream(thread_id, "research", stream_mode="updates", **run):
+        assert part.event != "error", f"the run failed: {part.data}"
+        if part.event != "updates":
+            continue
+        for node, update in part.data.items():
+            if node == "__interrupt__":
+                interrupts.extend(update)
+            else:
+                steps.append((node, update))
+    return steps, interrupts
+
+
+def run_errors(client: SyncLangGraphClient, context: dict[str, Any]) -> list[str]:
+    thread = client.threads.create()
+    parts = client.runs.stream(thread["thread_id"], "research", input={}, context=context, stream_mode="updates")
+    return [part.data["message"] for part in parts if part.event == "error"]
+
+
+def test_an_empty_context_counts_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dev server sends `{}` for a resume without context; the run's recorded settings must then apply."""
+    for name in [name for name in os.environ if name.startswith("EVOFORGE_")]:
+        monkeypatch.delenv(name)
+    assert not context_given(None)
+    assert not context_given(RunConfig(**{}))
+    assert context_given(RunConfig(task="linear_attention"))
+    monkeypatch.setenv("EVOFORGE_ROUNDS", "3")
+    assert not context_given(RunConfig())
+    assert context_given(RunConfig(rounds=5))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_thread_api_run_with_human_approval(dev_server: str, database: Database, tmp_path: Path) -> None:
+    client = get_sync_client(url=dev_server)
+
+    # the run settings are the run's context, validated with the key and the value named
+    assert any("rounds" in message and "greater than or equal to 0" in message
+               for message in run_errors(client, {"task": "circle_packing", "rounds": -1}))
+    assert any("'no_such_task'" in message for message in run_errors(client, {"task": "no_such_task"}))
+
+    context = {
+        "task": "circle_packing",
+        "rounds": 2,
+        "llm": {"provider": "scripted", "script": str(SCRIPTS / "approval.yaml")},
+        "state_dir": str(tmp_path / "state"),
+        "sampling": {"policy": "greedy", "inspirations": 1},
+        "novelty": {"duplicate_similarity": 0.9999, "judge_similarity": 0.9999},
+        "approval_cost_threshold": 0.005,  # below the `full` stage's declared cost (0.01)
+    }
+    thread_id = client.threads.create()["thread_id"]
+    steps, interrupts = stream_until_pause(client, thread_id, input={}, context=context)
+    assert [node for node, _ in steps] == ["prepare_run", "sample_context", "propose_candidate", "check_candidate",
+                                           "check_novelty", "run_evaluation"]
+    updates = dict(steps)  # each step streams what the agent decided, not just the run's summary
+    assert updates["propose_candidate"]["candidate"]["name"] == "square_grid"
+    assert updates["check_candidate"]["static_report"]["ok"] is True
+    assert updates["check_novelty"]["novelty_report"]["verdict"] == "novel"
+    assert updates["run_evaluation"]["stage_results"][0]["stage"] == "quick"
+    assert updates["run_evaluation"]["tool_calls"][1]["result"]["valid"] is True
+    assert len(interrupts) == 1
+
+    state = client.threads.get_state(thread_id)
+    assert state["next"] == ["run_evaluation"]
+    (pending,) = state["interrupts"]
+    request = pending["value"]
+    assert request["kind"] == "approve_stage" and request["run_id"] == thread_id
+    assert request["candidate"] == "square_grid" and request["motivation"].startswith("A 5x5 grid")
+    assert request["stage"] == "full" and request["cost"] == 0.01 and request["diff_lines"] > 0
+    assert request["static_check"]["ok"] is True
+    assert [s["stage"] for s in request["stages_so_far"]] == ["quick"]
+
+    # the CLI sees the thread's run and its pending approval in the same database
+    status = subprocess.run([str(BIN / "evoforge"), "status", thread_id], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "EVOFORGE_DATABASE_URL": database.url, "COLUMNS": "200"})
+    assert status.returncode == 0, status.stderr
+    assert "circle_packing" in status.stdout and "pending approval" in status.stdout
+    assert "'square_grid'" in status.stdout and f"evoforge approve {thread_id}" in status.stdout
+
+    # approve round 1 (the resume carries no context: the run's recorded settings apply)
+    steps, interrupts = stream_until_pause(client, thread_id, command={"resume": {"action": "approve"}})
+    assert [node for node, _ in steps][:4] == ["run_evaluation", "analyze_result", "record_node", "sample_context"]
+    assert dict(steps)["analyze_result"]["analysis"].startswith("RESULT: the grid")
+    assert [i["value"]["candidate"] for i in interrupts] == ["far_corner_gap"]
+
+    # reject round 2
+    reason = "the same grid with one circle moved: not worth the full stage"
+    steps, interrupts = stream_until_pause(
+        client, thread_id, command={"resume": {"action": "reject", "reason": reason}})
+    assert [node for node, _ in steps] == ["run_evaluation", "record_node"] and not interrupts
+    final = client.threads.get_state(thread_id)
+    assert final["next"] == [] and final["values"]["stop_reason"] == "2 rounds done"
+
+    store = NodeStore(database)
+    nodes = {node.round: node for node in store.list_nodes(thread_id)}
+    assert sorted(nodes) == [0, 1, 2]
+    approved, rejected = nodes[1], nodes[2]
+    assert approved.status == "evaluated" and approved.name == "square_grid" and approved.valid
+    assert [r["stage"] for r in approved.stage_results] == ["quick", "full"]
+    assert approved.analysis.startswith("RESULT: the grid")
+    assert rejected.status == "rejected_by_human" and rejected.name == "far_corner_gap"
+    assert reason in (rejected.error or "") and [r["stage"] for r in rejected.stage_results] == ["quick"]
+    run = store.get_run(thread_id)
+    assert run is not None and run.status == "finished" and run.config["approval_cost_threshold"] == 0.005
+    assert run.config["database_url"] == database.url  # from the server's EVOFORGE_DATABASE_URL
+
+    # the checkpoint history the server shows is the one in Postgres, with both decisions in it
+    history = client.threads.get_history(thread_id, limit=500)
+    with database.pool.connection() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''",
+                           (thread_id,)).fetchone()
+    assert row is not None and row["n"] == len(history) >= 16
+    asked = [h for h in history if h["interrupts"]]
+    assert sorted(h["values"]["round"] for h in asked) == [1, 2]
+    decisions = [task["result"]["approval"]["action"] for h in asked for task in h["tasks"]]
+    assert sorted(decisions) == ["approve", "reject"]
+    before_analysis = next(h for h in history if h["next"] == ["analyze_result"])
+    assert before_analysis["tasks"][0]["result"]["analysis"].startswith("RESULT: the grid")
