@@ -110,12 +110,18 @@ def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
             candidate["diff"] = unified_diff(state.parent["code"], candidate["code"])
     reasons = code_problems(res.task, candidate["code"])
     usage = state.usage
+    deferred = None
     if not reasons and res.task.rules.static_check is not None:
         workdir = res.run_dir(state.run_id) / "nodes" / state.node_id / f"static-{state.static_retries}"
-        reasons = run_static_check(res.task, candidate["code"], workdir, res.sandbox)
+        verdict = run_static_check(res.task, candidate["code"], workdir, res.sandbox)
+        if verdict.crashed:
+            # a bug, not a broken rule: the Engineer's run reproduces it and the Debugger reads the traceback
+            deferred = "the candidate raised under the task's check: " + "; ".join(verdict.reasons)
+        else:
+            reasons = verdict.reasons
     if not reasons and res.config.llm_static_review:
         reasons, usage = _llm_review(res, state, candidate)
-    report = {"ok": not reasons, "reasons": reasons, "repaired": repair_note}
+    report = {"ok": not reasons, "reasons": reasons, "repaired": repair_note, "deferred_to_debugger": deferred}
     update: dict[str, Any] = {"static_report": report, "candidate": candidate, "usage": usage}
     if reasons:
         retries = state.static_retries + 1

@@ -99,14 +99,24 @@ def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: S
     return _judge(task, stage, result, workdir)
 
 
-def run_static_check(task: TaskSpec, code: str, workdir: Path, sandbox: Sandbox) -> list[str]:
-    """Run the task's own static check script on `code` in the sandbox; the reasons it rejects (empty: ok).
+@dataclass(frozen=True)
+class StaticCheckVerdict:
+    """What a task's check script decided: the reasons it rejects (empty: ok), and whether the candidate
+    itself raised during the check (a bug for the Debugger, not a rule the Researcher broke)."""
 
-    A check that crashes, hangs or writes no verdict rejects with what happened, so a broken checker is seen.
+    reasons: list[str]
+    crashed: bool = False
+
+
+def run_static_check(task: TaskSpec, code: str, workdir: Path, sandbox: Sandbox) -> StaticCheckVerdict:
+    """Run the task's own static check script on `code` in the sandbox.
+
+    check.json holds `{"ok": bool, "reasons": [...], "crashed": bool}`. A check that crashes, hangs or writes no
+    verdict rejects with what happened, so a broken checker is seen.
     """
     check = task.rules.static_check
     if check is None:
-        return []
+        return StaticCheckVerdict([])
     workdir = _fresh_workdir(task, code, workdir, extra=(check.script,))
     res = check.resources
     limits = Limits(timeout_s=check.timeout_s, memory_mb=res.memory_mb, cpus=res.cpus,
@@ -123,13 +133,14 @@ def run_static_check(task: TaskSpec, code: str, workdir: Path, sandbox: Sandbox)
         failure = result.describe_failure() or "exited normally"
         trace = _last_traceback(result.stderr)
         detail = f" ({_summary(trace)})" if trace else ""
-        return [f"{where} gave no verdict: the check {failure}{detail}; {CHECK_FILE}: {exc}"]
+        return StaticCheckVerdict([f"{where} gave no verdict: the check {failure}{detail}; {CHECK_FILE}: {exc}"])
     if not isinstance(verdict, dict) or not isinstance(verdict.get("ok"), bool):
-        return [f"{where} wrote {CHECK_FILE} without a boolean 'ok': {str(verdict)[:200]}"]
+        return StaticCheckVerdict([f"{where} wrote {CHECK_FILE} without a boolean 'ok': {str(verdict)[:200]}"])
     if verdict["ok"]:
-        return []
+        return StaticCheckVerdict([])
     reasons = verdict.get("reasons") or ["rejected without a reason"]
-    return [str(reason) for reason in reasons] if isinstance(reasons, list) else [str(reasons)]
+    reasons = [str(reason) for reason in reasons] if isinstance(reasons, list) else [str(reasons)]
+    return StaticCheckVerdict(reasons, crashed=verdict.get("crashed") is True)
 
 
 def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -> StageOutcome:

@@ -192,14 +192,16 @@ def check_subquadratic(mixer: nn.Module, d_model: int, measurements: dict) -> li
     return reasons
 
 
-def run_checks(program: Path) -> tuple[list[str], dict]:
+def run_checks(program: Path) -> tuple[list[str], dict, bool]:
+    """(reasons, measurements, crashed): `crashed` when the candidate raised rather than broke a rule, so the
+    framework hands it to the Debugger with the evaluator's traceback instead of back to the Researcher."""
     measurements: dict = {}
     try:
         module = load_program(program)
         mixer = build_mixer(module, CHECK_D_MODEL, CHECK_N_HEADS)
     except (Exception, SystemExit) as exc:  # the candidate's own error: report it, don't crash the checker
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
-        return [f"interface: could not build TokenMixer({CHECK_D_MODEL}, {CHECK_N_HEADS}): {tail}"], measurements
+        return [f"interface: could not build TokenMixer({CHECK_D_MODEL}, {CHECK_N_HEADS}): {tail}"], measurements, True
     rules = (
         ("interface", lambda: check_interface(mixer, CHECK_D_MODEL)),
         ("parameter budget", lambda: check_parameter_budget(mixer, CHECK_D_MODEL, CHECK_N_HEADS)),
@@ -207,15 +209,17 @@ def run_checks(program: Path) -> tuple[list[str], dict]:
         ("sub-quadratic rule", lambda: check_subquadratic(mixer, CHECK_D_MODEL, measurements)),
     )
     all_reasons: list[str] = []
+    crashed = False
     for name, rule in rules:
         try:
             all_reasons += rule()
         except (Exception, SystemExit) as exc:  # a crash inside a rule is the candidate's failure; name it
             tail = "".join(traceback.format_exception(exc)[-3:]).strip()
             all_reasons.append(f"{name}: the mixer raised while being checked: {tail}")
+            crashed = True
         if all_reasons and name == "interface":
             break  # the other rules need a working forward pass
-    return all_reasons, measurements
+    return all_reasons, measurements, crashed
 
 
 def main(argv: list[str]) -> int:
@@ -225,8 +229,8 @@ def main(argv: list[str]) -> int:
     program, results_dir = Path(argv[0]), Path(argv[1])
     results_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    reasons, measurements = run_checks(program)
-    report = {"ok": not reasons, "reasons": reasons, "measurements": measurements}
+    reasons, measurements, crashed = run_checks(program)
+    report = {"ok": not reasons, "reasons": reasons, "crashed": crashed, "measurements": measurements}
     (results_dir / "check.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
     return 0
