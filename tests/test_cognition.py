@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from evoforge.cognition.documents import MAX_WORDS, split_markdown
-from evoforge.cognition.embeddings import LocalEmbedder, OpenAIEmbedder, get_embedder
+from evoforge.cognition.embeddings import LocalEmbedder, OpenAIEmbedder, embedding_identity, get_embedder
 from evoforge.cognition.store import CognitionStore
+from evoforge.config import CognitionConfig
 from evoforge.memory.database import Database, EmbeddingMismatchError
 
 TASK = "circle_packing"
@@ -235,3 +236,22 @@ def test_openai_compatible_embedder_learns_its_dimension(
     ]
     with pytest.raises(ValueError, match="api_key_env: environment variable 'NO_KEY_HERE' is not set"):
         OpenAIEmbedder("text-embedding-3-small", api_key_env="NO_KEY_HERE")
+
+
+def test_the_recorded_embedding_identity_is_known_without_loading_or_asked_of_the_endpoint(
+    embeddings_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_KEY_HERE", raising=False)
+    assert embedding_identity(CognitionConfig()) == ("all-MiniLM-L6-v2", 384)
+    alias = CognitionConfig(embedding_model="sentence-transformers/all-MiniLM-L6-v2")
+    assert embedding_identity(alias) == ("all-MiniLM-L6-v2", 384), "one name for one model"
+    declared = CognitionConfig(
+        embedding_model="big-embed", embedding_base_url="http://127.0.0.1:9/v1", embedding_dim=1024
+    )
+    assert embedding_identity(declared) == ("big-embed", 1024), "a declared dimension needs no request"
+    endpoint = CognitionConfig(
+        embedding_model="tiny-embed",
+        embedding_base_url=embeddings_endpoint,
+        embedding_api_key_env="NO_KEY_HERE",
+    )
+    assert embedding_identity(endpoint) == ("tiny-embed", 3)

@@ -15,10 +15,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from evoforge.config import SamplingConfig
 from evoforge.memory.database import Database, EmbeddingMismatchError, async_checkpointer, get_database
 from evoforge.memory.embedded import SHARED_CLUSTER_ROOT, EmbeddedPostgres, cluster_dir
 from evoforge.memory.nodes import NodeRecord, NodeStore, code_hash
-from evoforge.memory.sampling import select_context
+from evoforge.memory.sampling import Selection, select_context
+from evoforge.tasks.spec import Score
 
 DIM = 384
 RUN = "run-a"
@@ -44,6 +46,20 @@ def node(
         valid=valid,
         code=fields.pop("code", f"x = {round}\n"),
         **fields,
+    )
+
+
+def select(
+    store: NodeStore, round: int, policy: str, inspirations: int, direction: str = "maximize", lane: int = 0
+) -> Selection:
+    """One selection of round `round` of RUN under `policy`."""
+    return select_context(
+        store,
+        RUN,
+        lane=lane,
+        round=round,
+        sampling=SamplingConfig(policy=policy, inspirations=inspirations),  # type: ignore[arg-type]
+        score=Score(direction=direction),  # type: ignore[arg-type]
     )
 
 
@@ -198,15 +214,7 @@ def seed_scores(store: NodeStore, scores: list[float]) -> None:
 def test_greedy_picks_the_best(store: NodeStore, direction: str, best_round: int) -> None:
     seed_scores(store, [0.5, 0.1, 0.9, 0.3])
     store.record_node(node(4, 50.0, valid=False, status="invalid"))
-    selection = select_context(
-        store,
-        RUN,
-        lane=0,
-        round=5,
-        policy="greedy",
-        n_inspirations=2,
-        direction=direction,  # type: ignore[arg-type]
-    )
+    selection = select(store, 5, "greedy", 2, direction=direction)
     assert selection.parent.round == best_round and not selection.resumed
     assert len(selection.inspirations) == 2 and selection.parent not in selection.inspirations
     assert all(n.valid for n in selection.inspirations)
@@ -216,9 +224,7 @@ def test_greedy_picks_the_best(store: NodeStore, direction: str, best_round: int
 def test_without_valid_nodes_the_seed_is_the_parent(store: NodeStore) -> None:
     store.record_node(node(0, None, valid=False, status="runtime_failed"))
     store.record_node(node(1, None, valid=False, status="timeout"))
-    selection = select_context(
-        store, RUN, lane=0, round=2, policy="ucb1", n_inspirations=3, direction="maximize"
-    )
+    selection = select(store, 2, "ucb1", 3)
     assert selection.parent.round == 0 and selection.inspirations == []
 
 
@@ -227,12 +233,7 @@ def test_random_is_reproducible_per_round(store: NodeStore, database: Database) 
     seed_scores(store, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
 
     def choices() -> list[str]:
-        picks = [
-            select_context(
-                store, RUN, lane=0, round=r, policy="random", n_inspirations=1, direction="maximize"
-            )
-            for r in range(10, 22)
-        ]
+        picks = [select(store, r, "random", 1) for r in range(10, 22)]
         return [f"{s.parent.id}+{s.inspirations[0].id}" for s in picks]
 
     first = choices()
@@ -247,15 +248,13 @@ def test_ucb1_tries_every_node_once_then_favours_high_scorers(store: NodeStore) 
     scores = [0.2, 0.8, 0.4, 1.0, 0.6]
     seed_scores(store, scores)
 
-    def select(round: int) -> NodeRecord:
-        return select_context(
-            store, RUN, lane=0, round=round, policy="ucb1", n_inspirations=0, direction="maximize"
-        ).parent
+    def parent(round: int) -> NodeRecord:
+        return select(store, round, "ucb1", 0).parent
 
-    first_pass = [select(r).round for r in range(10, 15)]
+    first_pass = [parent(r).round for r in range(10, 15)]
     assert first_pass == [3, 1, 4, 2, 0], "each node once, best first"
     for r in range(15, 115):
-        select(r)
+        parent(r)
     visits = store.visit_counts(RUN)
     by_score = [visits[f"{RUN}-r{i}-l0"] for i in sorted(range(5), key=lambda i: scores[i])]
     assert by_score == sorted(by_score), f"visits should rise with the score: {by_score}"
@@ -267,9 +266,7 @@ def test_ucb1_rewards_parents_whose_children_do_well(store: NodeStore) -> None:
     seed_scores(store, [1.0, 1.0])
 
     def parent_round(round: int) -> int:
-        return select_context(
-            store, RUN, lane=0, round=round, policy="ucb1", n_inspirations=0, direction="maximize"
-        ).parent.round
+        return select(store, round, "ucb1", 0).parent.round
 
     assert [parent_round(2), parent_round(3)] == [0, 1]
     store.record_node(node(2, None, valid=False, status="runtime_failed", parent_ids=[f"{RUN}-r0-l0"]))
@@ -282,19 +279,13 @@ def test_ucb1_rewards_parents_whose_children_do_well(store: NodeStore) -> None:
 @pytest.mark.integration
 def test_a_round_selected_again_returns_the_stored_choice(store: NodeStore) -> None:
     seed_scores(store, [0.1, 0.9, 0.5])
-    first = select_context(
-        store, RUN, lane=0, round=7, policy="greedy", n_inspirations=2, direction="maximize"
-    )
+    first = select(store, 7, "greedy", 2)
     store.record_node(node(6, 5.0))  # a better node appears; the round's choice must not change
-    again = select_context(
-        store, RUN, lane=0, round=7, policy="random", n_inspirations=2, direction="maximize"
-    )
+    again = select(store, 7, "random", 2)
     assert again.resumed and again.policy == "greedy"
     assert again.parent.id == first.parent.id
     assert [n.id for n in again.inspirations] == [n.id for n in first.inspirations]
-    other_lane = select_context(
-        store, RUN, lane=1, round=7, policy="greedy", n_inspirations=0, direction="maximize"
-    )
+    other_lane = select(store, 7, "greedy", 0, lane=1)
     assert other_lane.parent.round == 6 and not other_lane.resumed
 
 
@@ -303,21 +294,14 @@ def test_policy_state_survives_a_new_database_object(
     store: NodeStore, database: Database, tmp_path: Path
 ) -> None:
     seed_scores(store, [0.3, 0.6, 0.9])
-    before = [
-        select_context(store, RUN, lane=0, round=r, policy="ucb1", n_inspirations=1, direction="maximize")
-        for r in (3, 4)
-    ]
+    before = [select(store, r, "ucb1", 1) for r in (3, 4)]
     restarted = Database.open(database.url, tmp_path)  # as a new process would
     try:
         fresh = NodeStore(restarted)
-        replay = select_context(
-            fresh, RUN, lane=0, round=4, policy="ucb1", n_inspirations=1, direction="maximize"
-        )
+        replay = select(fresh, 4, "ucb1", 1)
         assert replay.resumed and replay.parent.id == before[1].parent.id
         assert fresh.visit_counts(RUN) == store.visit_counts(RUN) == {f"{RUN}-r2-l0": 1, f"{RUN}-r1-l0": 1}
-        following = select_context(
-            fresh, RUN, lane=0, round=5, policy="ucb1", n_inspirations=1, direction="maximize"
-        )
+        following = select(fresh, 5, "ucb1", 1)
         assert following.parent.id == f"{RUN}-r0-l0", "the one node not yet visited"
     finally:
         restarted.close()
@@ -329,9 +313,7 @@ def test_inspirations_mix_top_scorers_and_the_least_similar(store: NodeStore) ->
     store.record_node(node(1, 0.9, embedding=unit(1, 0.1, 0)))  # second best: a top inspiration
     store.record_node(node(2, 0.5, embedding=unit(1, 0.2, 0)))  # similar to the parent
     store.record_node(node(3, 0.4, embedding=unit(0, 0, 1)))  # orthogonal: the diverse pick
-    selection = select_context(
-        store, RUN, lane=0, round=4, policy="greedy", n_inspirations=2, direction="maximize"
-    )
+    selection = select(store, 4, "greedy", 2)
     assert selection.parent.round == 0
     assert [n.round for n in selection.inspirations] == [1, 3]
 
@@ -342,16 +324,30 @@ def test_embedding_dimension_mismatch_is_a_clear_error(database: Database, tmp_p
         Database.open(database.url, tmp_path, embedding_dim=768)
     with pytest.raises(ValueError, match="embedding_dim: expected 1..2000, got 3072"):
         Database.open(database.url, tmp_path, embedding_dim=3072)
-    assert database.migrate() == 1, "migrating again is a no-op"
+    assert database.migrate() == 2, "migrating again is a no-op"
     shared = get_database(database.url, tmp_path)
     try:
         assert get_database(database.url, tmp_path / "ignored with a URL") is shared
         with pytest.raises(
-            EmbeddingMismatchError, match="open with 384-d embeddings in this process, got 768"
+            EmbeddingMismatchError, match="open with 384-d embeddings from .* in this process, got 768"
         ):
             get_database(database.url, tmp_path, embedding_dim=768)
     finally:
         shared.close()
+
+
+@pytest.mark.integration
+def test_another_embedding_model_is_refused_once_vectors_are_stored(database: Database, tmp_path: Path) -> None:
+    switched = Database.open(database.url, tmp_path, embedding_model="other-384d-model")
+    switched.close()  # nothing was stored yet: the database now records the new model
+    store = NodeStore(database)
+    store.create_run(RUN, "t", "", {})
+    store.record_node(node(0, 1.0, embedding=unit(1)))
+    with pytest.raises(
+        EmbeddingMismatchError,
+        match="stores embeddings from 'other-384d-model' but 'all-MiniLM-L6-v2' was configured",
+    ):
+        Database.open(database.url, tmp_path)
 
 
 @pytest.mark.integration

@@ -69,3 +69,25 @@ def test_linear_attention_rounds_with_a_debugged_shape_bug(database: Database, t
     assert debugged.status == "evaluated" and variant.status == "evaluated"
     assert variant.score == pytest.approx(0.0, abs=0.3)
     assert "mqar_accuracy" in variant.metrics and "baseline_mqar_accuracy" in variant.metrics
+
+
+def test_data_curation_rounds(database: Database, tmp_path: Path) -> None:
+    task_dir = shrunk_task(tmp_path, "data_curation", {
+        "quick": {"sample_docs": 400},
+        "full": {"sample_docs": 900, "train_tokens": 60_000, "eval_tokens": 10_000, "probes": 200},
+    })
+    _, nodes = scripted_run(database, tmp_path, task_dir, "data_curation.yaml", 2, "dc")
+    for node in (nodes[1], nodes[2]):
+        assert node.status in ("evaluated", "early_rejected"), (node.status, node.error)
+        assert node.analysis and node.stage_results[0]["metrics"]
+    assert nodes[1].stage_results[0]["score"] > nodes[0].stage_results[0]["score"], "dropping fragments must help"
+
+
+def test_rl_algorithm_rounds(database: Database, tmp_path: Path) -> None:
+    tiny = {"seeds": [0], "steps": 8, "workers": 2}
+    task_dir = shrunk_task(tmp_path, "rl_algorithm", {"quick": tiny, "full": tiny})
+    _, nodes = scripted_run(database, tmp_path, task_dir, "rl_algorithm.yaml", 2, "rl")
+    assert nodes[0].score == 0.0, "GRPO against itself"
+    for node in (nodes[1], nodes[2]):
+        assert node.status in ("evaluated", "early_rejected"), (node.status, node.error)
+        assert node.analysis and node.stage_results[0]["score"] is not None

@@ -1,13 +1,19 @@
 """Turning notes into cognition passages: markdown split at headings, plain text and PDF pages split
-into chunks of a few hundred words, each passage titled and attributed to its file and sources."""
+into chunks of a few hundred words, each passage titled and attributed to its file and sources.
+
+Files are read with langchain-community's document loaders (`TextLoader`, `PyPDFLoader`, one document
+per PDF page); the splitting is ours, so a passage never straddles two markdown sections.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +53,9 @@ def passages_from_file(path: Path) -> list[Passage]:
     """The passages of one .md / .txt / .pdf file."""
     suffix = path.suffix.lower()
     if suffix in MARKDOWN_SUFFIXES:
-        return split_markdown(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        return split_markdown(_read_text(path), str(path))
     if suffix == ".txt":
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = _read_text(path)
         return _titled_chunks(path.stem, text, _attribution(str(path), _source_lines(text)))
     if suffix == ".pdf":
         return _pdf_passages(path)
@@ -126,12 +132,24 @@ def _titled_chunks(title: str, text: str, source: str) -> list[Passage]:
     return [Passage(f"{title} (part {i}/{len(chunks)})", chunk, source) for i, chunk in enumerate(chunks, 1)]
 
 
-def _pdf_passages(path: Path) -> list[Passage]:
-    from pypdf import PdfReader
+def _loaders() -> Any:
+    # langchain-community warns on import that it is being sunset; its loaders still work, and the
+    # warning would be repeated to every user of `evoforge cognition add`.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_community import document_loaders
+    return document_loaders
 
-    reader = PdfReader(path)
-    title = (reader.metadata.title if reader.metadata else None) or path.stem
-    pages = [page.extract_text() or "" for page in reader.pages]
+
+def _read_text(path: Path) -> str:
+    loader = _loaders().TextLoader(str(path), encoding="utf-8")
+    return "\n".join(document.page_content for document in loader.load())
+
+
+def _pdf_passages(path: Path) -> list[Passage]:
+    documents = _loaders().PyPDFLoader(str(path)).load()
+    title = next((str(d.metadata["title"]) for d in documents if d.metadata.get("title")), path.stem)
+    pages = [document.page_content for document in documents]
     source = _attribution(str(path), _source_lines("\n".join(pages)))
     passages: list[Passage] = []
     for number, text in enumerate(pages, 1):

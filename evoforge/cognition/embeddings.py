@@ -7,7 +7,10 @@ import logging
 import math
 import os
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from evoforge.config import CognitionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,19 @@ class OpenAIEmbedder:
             )
         self._dim = dims.pop()
         return vectors
+
+
+def embedding_identity(settings: CognitionConfig) -> tuple[str, int]:
+    """(model name, dimension) the database records for the configured embeddings: known without
+    loading for MiniLM or a declared `embedding_dim`, else asked of the endpoint once."""
+    if settings.embedding_base_url is None and settings.embedding_model in LOCAL_MODEL_NAMES:
+        return LocalEmbedder.name, LOCAL_MODEL_DIM
+    if settings.embedding_dim is not None:
+        return settings.embedding_model, settings.embedding_dim
+    embedder = get_embedder(
+        settings.embedding_model, settings.embedding_base_url, settings.embedding_api_key_env
+    )
+    return embedder.name, embedder.dim
 
 
 _embedders: dict[tuple[str, str | None, str], Embedder] = {}

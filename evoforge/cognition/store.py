@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("prior", "insight")
 _COLUMNS = "id, task, kind, title, content, source, node_id"
+_ALIASED_COLUMNS = ", ".join(f"c.{column}" for column in _COLUMNS.split(", "))
 
 
 @dataclass
@@ -159,22 +160,25 @@ class CognitionStore:
         if k <= 0 or not queries:
             return []
         self._check_dim()
+        vectors = [Vector(vector) for vector in self.embedder.embed(queries)]
+        # coalesce(task, '') is how the unique index keys items: a task with few items is then read
+        # through that index and sorted, instead of walking the HNSW graph past every other task's items
+        where = "" if task is None else "WHERE coalesce(c.task, '') IN (%(task)s, '')"
         best: dict[str, CognitionItem] = {}
         with self.database.pool.connection() as conn, conn.transaction():
             if self.database.supports_iterative_scan:
                 conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            for vector in map(Vector, self.embedder.embed(queries)):
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM cognition "
-                    "WHERE %(task)s::text IS NULL OR task = %(task)s OR task IS NULL "
-                    "ORDER BY embedding <=> %(q)s LIMIT %(k)s",
-                    {"q": vector, "task": task, "k": k},
-                ).fetchall()
-                for row in rows:
-                    item = _item(row)
-                    held = best.get(item.id)
-                    if held is None or (item.similarity or 0.0) > (held.similarity or 0.0):
-                        best[item.id] = item
+            rows = conn.execute(
+                "SELECT found.* FROM unnest(%(queries)s::vector[]) AS q (v) CROSS JOIN LATERAL ("
+                f"SELECT {_ALIASED_COLUMNS}, 1 - (c.embedding <=> q.v) AS similarity FROM cognition c {where} "
+                "ORDER BY c.embedding <=> q.v LIMIT %(k)s) found",
+                {"queries": vectors, "task": task, "k": k},
+            ).fetchall()
+        for row in rows:
+            item = item_from_row(row)
+            held = best.get(item.id)
+            if held is None or (item.similarity or 0.0) > (held.similarity or 0.0):
+                best[item.id] = item
         ranked = sorted(best.values(), key=lambda item: (-(item.similarity or 0.0), item.id))
         return [item for item in ranked if (item.similarity or 0.0) >= min_similarity][:k]
 
@@ -182,21 +186,33 @@ class CognitionStore:
         """The items with these ids, in the order given (unknown ids are left out)."""
         with self.database.pool.connection() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM cognition WHERE id = ANY(%s)", (ids,)).fetchall()
-        by_id = {row["id"]: _item(row) for row in rows}
+        by_id = {row["id"]: item_from_row(row) for row in rows}
         return [by_id[item_id] for item_id in ids if item_id in by_id]
 
-    def list(self, task: str | None = None) -> builtins.list[CognitionItem]:
-        """Every item (task None), or a task's items together with the global ones; oldest first."""
+    def count(self, task: str | None) -> int:
+        """How many items belong to `task` exactly (None: the global items)."""
+        with self.database.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n FROM cognition WHERE coalesce(task, '') = %s", (task or "",)
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+    def list(self, task: str | None = None, kind: str | None = None) -> builtins.list[CognitionItem]:
+        """Every item (task None), or a task's items together with the global ones; oldest first.
+        `kind` keeps only priors or only insights."""
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         with self.database.pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM cognition WHERE %(task)s::text IS NULL OR task = %(task)s OR task IS NULL "
-                "ORDER BY created_at, id",
-                {"task": task},
+                f"SELECT {_COLUMNS} FROM cognition WHERE (%(task)s::text IS NULL OR task = %(task)s OR task IS NULL) "
+                "AND (%(kind)s::text IS NULL OR kind = %(kind)s) ORDER BY created_at, id",
+                {"task": task, "kind": kind},
             ).fetchall()
-        return [_item(row) for row in rows]
+        return [item_from_row(row) for row in rows]
 
 
-def _item(row: dict[str, Any]) -> CognitionItem:
+def item_from_row(row: dict[str, Any]) -> CognitionItem:
+    """A `CognitionItem` from a row holding the cognition columns (and, for searches, `similarity`)."""
     similarity = row.get("similarity")
     return CognitionItem(
         id=row["id"],

@@ -8,7 +8,7 @@ from evoforge.memory.database import (
 )
 from evoforge.memory.embedded import EmbeddedPostgres, EmbeddedServerError
 from evoforge.memory.nodes import NODE_STATUSES, NodeRecord, NodeStore, RunRecord, SelectionRecord, code_hash
-from evoforge.memory.sampling import POLICIES, Selection, select_context
+from evoforge.memory.sampling import POLICIES, Selection, archive_node, select_context
 
 __all__ = [
     "NODE_STATUSES",
@@ -22,6 +22,7 @@ __all__ = [
     "RunRecord",
     "Selection",
     "SelectionRecord",
+    "archive_node",
     "async_checkpointer",
     "code_hash",
     "get_database",

@@ -38,7 +38,7 @@ MAX_INDEXED_DIM = 2000
 """pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions."""
 CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 """What LangGraph's Postgres savers require; the memory stores share the same connections."""
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_001_initial.sql"),)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_001_initial.sql"), (2, "schema_002_policies.sql"))
 """Schema versions in the order they are applied; add new ones at the end, never edit an applied one."""
 _MIGRATION_LOCK_KEY = 0x45766F46
 _CHECKPOINT_SETUP_LOCK_KEY = _MIGRATION_LOCK_KEY + 1
@@ -50,6 +50,15 @@ class EmbeddingMismatchError(ValueError):
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def _holds_vectors(conn: psycopg.Connection[Any]) -> bool:
+    """Whether any node or cognition item has an embedding yet (an empty database may change model)."""
+    # The meta row is written in the transaction that creates these tables, so they exist here.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM cognition) OR EXISTS (SELECT 1 FROM nodes WHERE embedding IS NOT NULL)"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 class Database:
@@ -167,12 +176,14 @@ class Database:
                 "use the original embedding model or another database_url / state_dir"
             )
         if stored_model != self.embedding_model:
-            logger.warning(
-                "the database stores embeddings from %r but %r is configured (same dimension %d): "
-                "similarities between the two are not meaningful",
-                stored_model,
-                self.embedding_model,
-                stored_dim,
+            if _holds_vectors(conn):
+                raise EmbeddingMismatchError(
+                    f"embedding_model: the database at {self.url} stores embeddings from {stored_model!r} but "
+                    f"{self.embedding_model!r} was configured (both {stored_dim}-d): similarities between the two "
+                    "are meaningless; use the original model or another database_url / state_dir"
+                )
+            conn.execute(
+                "UPDATE evoforge_meta SET value = %s WHERE key = 'embedding_model'", (self.embedding_model,)
             )
 
     def _check_connection(self, conn: psycopg.Connection[DictRow]) -> None:
@@ -261,9 +272,9 @@ def get_database(
         if database is None or database.closed:
             database = Database.open(database_url, state_dir, embedding_dim, embedding_model=embedding_model)
             _open_databases[key] = database
-        elif database.embedding_dim != embedding_dim:
+        elif (database.embedding_dim, database.embedding_model) != (embedding_dim, embedding_model):
             raise EmbeddingMismatchError(
-                f"embedding_dim: {database.url} is open with {database.embedding_dim}-d embeddings in this "
-                f"process, got {embedding_dim}"
+                f"embedding_dim: {database.url} is open with {database.embedding_dim}-d embeddings from "
+                f"{database.embedding_model!r} in this process, got {embedding_dim} from {embedding_model!r}"
             )
         return database

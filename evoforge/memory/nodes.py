@@ -33,6 +33,9 @@ DIRECTIONS = ("maximize", "minimize")
 
 _FINITE_SCORE = "score IS NOT NULL AND score > '-Infinity'::float8 AND score < 'Infinity'::float8"
 """Postgres orders NaN above Infinity, so `< 'Infinity'` excludes NaN as well."""
+ELIGIBLE = "valid AND " + _FINITE_SCORE
+"""Nodes a sampling policy may choose: the predicate of the partial index on eligible nodes (a query
+must repeat it to use the index)."""
 
 
 def code_hash(code: str) -> str:
@@ -86,6 +89,9 @@ class NodeRecord:
     policy: str = ""
     """The sampling policy that chose this node's parent."""
     island: int = 0
+    """The island (MAP-Elites) whose archive the parent came from; 0 for policies without islands."""
+    novelty: dict[str, Any] = field(default_factory=dict)
+    """The Novelty-Checker's last verdict: verdict, nearest_id, nearest_name, similarity, reason."""
     created_at: datetime | None = None
     """Set by the database."""
 
@@ -119,10 +125,11 @@ class SelectionRecord:
     parent_id: str
     inspiration_ids: list[str]
     policy: str
+    island: int = 0
 
 
 _NODE_COLUMNS = tuple(f.name for f in fields(NodeRecord) if f.name != "created_at")
-_JSON_COLUMNS = {"metrics", "stage_results", "resources"}
+_JSON_COLUMNS = {"metrics", "stage_results", "resources", "novelty"}
 _INSERT_NODE = (
     f"INSERT INTO nodes ({', '.join(_NODE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_NODE_COLUMNS))}) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
@@ -285,22 +292,10 @@ class NodeStore:
 
     # Selections
 
-    def record_selection(
-        self, run_id: str, lane: int, round: int, parent_id: str, inspiration_ids: list[str], policy: str
-    ) -> SelectionRecord:
-        """Store the choice for (run_id, lane, round) unless one exists; returns the stored choice."""
-        self._execute(
-            "INSERT INTO selections (run_id, lane, round, parent_id, inspiration_ids, policy) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, lane, round) DO NOTHING",
-            (run_id, lane, round, parent_id, inspiration_ids, policy),
-        )
-        selection = self.get_selection(run_id, lane, round)
-        assert selection is not None
-        return selection
-
     def get_selection(self, run_id: str, lane: int, round: int) -> SelectionRecord | None:
+        """What a round was built on, as chosen by its sampling policy (see sampling.py)."""
         rows = self._rows(
-            "SELECT run_id, lane, round, parent_id, inspiration_ids, policy FROM selections "
+            "SELECT run_id, lane, round, parent_id, inspiration_ids, policy, island FROM selections "
             "WHERE run_id = %s AND lane = %s AND round = %s",
             (run_id, lane, round),
         )

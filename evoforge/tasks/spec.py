@@ -69,6 +69,8 @@ class Score(_Strict):
     target: float | None = None
     objectives: list[Objective] = Field(default_factory=list)
     """Several metrics for multi-objective selection; empty means the scalar `score` alone."""
+    order: Literal["pareto", "lexicographic"] = "pareto"
+    """How `objectives` rank nodes: Pareto fronts, or lexicographically in the order they are listed."""
 
 
 class StaticCheck(_Strict):
