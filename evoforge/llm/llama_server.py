@@ -36,10 +36,14 @@ def _free_port() -> int:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent goes."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    """Runs in the child between fork and exec: ask the kernel for SIGKILL when the parent goes.
+
+    SIGKILL, not SIGTERM: on SIGTERM the server first finishes the request in flight, which for a long
+    generation whose client is gone can take minutes (seen: an orphaned server still generating).
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LocalModelServer:
