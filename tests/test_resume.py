@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import processes_mentioning
 
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import NodeStore
@@ -21,20 +22,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EVOFORGE = [sys.executable, "-m", "evoforge.cli"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROUNDS = 6
-
-
-def sandbox_processes(marker: str) -> list[int]:
-    """Pids whose command line mentions `marker` (the run's state dir)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -78,7 +65,7 @@ def test_kill_mid_evaluation_then_resume(database: Database, tmp_path: Path) -> 
         if first.poll() is None:
             first.kill()
     assert first.returncode == -signal.SIGKILL
-    wait_for(lambda: not sandbox_processes(str(state_dir)), 10, "the killed run's evaluation to die with it")
+    wait_for(lambda: not processes_mentioning(str(state_dir)), 10, "the killed run's evaluation to die with it")
     recorded_before = store.count_nodes(run_id)
     assert recorded_before == 3
 
@@ -91,4 +78,4 @@ def test_kill_mid_evaluation_then_resume(database: Database, tmp_path: Path) -> 
     assert seed_program.stat().st_ino == seed_inode, "the seed was evaluated again"
     assert all(n.status in ("evaluated", "duplicate") for n in nodes), [(n.id, n.status, n.error) for n in nodes]
     assert store.get_run(run_id).status == "finished"
-    assert not sandbox_processes(str(state_dir))
+    assert not processes_mentioning(str(state_dir))

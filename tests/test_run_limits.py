@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import processes_mentioning
 
 from evoforge.config import RunConfig
 from evoforge.graph import resources
@@ -21,19 +22,6 @@ pytestmark = pytest.mark.integration
 def fresh_resources() -> Iterator[None]:
     yield
     resources.clear_resources()
-
-
-def leftover_sleepers() -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "987654" in cmdline:
-                found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 def test_hanging_and_hungry_candidates_become_failed_nodes(database: Database, tmp_path: Path) -> None:
@@ -56,4 +44,4 @@ def test_hanging_and_hungry_candidates_become_failed_nodes(database: Database, t
     assert "memory" in (hog.error or "").lower()
     assert fine.status == "evaluated" and fine.score == 2.0
     assert outcome.state["best_score"] == 2.0 and outcome.state["stop_reason"] == "3 rounds done"
-    assert leftover_sleepers() == []
+    assert processes_mentioning("987654") == []
