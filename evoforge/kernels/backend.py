@@ -65,6 +65,11 @@ def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.
     assert q.is_floating_point(), f"q must be a floating-point tensor, got {q.dtype}"
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The references' arithmetic precision: float64 for float64 inputs, float32 for everything else."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def check_chunk_size(chunk_size: int) -> None:
     """Chunk sizes are powers of two from 16 (the smallest tile `tl.dot` accepts) to 128."""
     if chunk_size not in (16, 32, 64, 128):

@@ -9,11 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from evoforge.kernels.backend import check_chunk_size, check_shapes
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from evoforge.kernels.backend import check_chunk_size, check_shapes, compute_dtype
 
 
 def naive_recurrent_delta_rule(
@@ -24,7 +20,7 @@ def naive_recurrent_delta_rule(
     B, H, T, K = q.shape
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
-    dtype = _compute_dtype(v)
+    dtype = compute_dtype(v)
     q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     S = q.new_zeros(B, H, K, V)
     outputs = []
@@ -58,7 +54,7 @@ def naive_chunk_delta_rule(
     out_dtype = v.dtype
     if T == 0:
         return v.new_zeros(B, H, 0, V)
-    dtype = _compute_dtype(v)
+    dtype = compute_dtype(v)
     C = chunk_size
     pad = (-T) % C
     # padded positions have β = 0 and k = 0: they leave the state untouched and their outputs are cut off

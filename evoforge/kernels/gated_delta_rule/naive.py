@@ -9,11 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from evoforge.kernels.backend import check_chunk_size, check_shapes
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from evoforge.kernels.backend import check_chunk_size, check_shapes, compute_dtype
 
 
 def _check_gate(g: torch.Tensor, q: torch.Tensor) -> None:
@@ -34,7 +30,7 @@ def naive_recurrent_gated_delta_rule(
     B, H, T, K = q.shape
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
-    dtype = _compute_dtype(v)
+    dtype = compute_dtype(v)
     q, k, v, beta, g = (x.to(dtype) for x in (q, k, v, beta, g))
     S = q.new_zeros(B, H, K, V)
     outputs = []
@@ -69,7 +65,7 @@ def naive_chunk_gated_delta_rule(
     out_dtype = v.dtype
     if T == 0:
         return v.new_zeros(B, H, 0, V)
-    dtype = _compute_dtype(v)
+    dtype = compute_dtype(v)
     C = chunk_size
     pad = (-T) % C
     # padded positions: k = 0, β = 0, g = 0 (no decay), so the state passes through them unchanged

@@ -9,11 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from evoforge.kernels.backend import check_chunk_size, check_shapes
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from evoforge.kernels.backend import check_chunk_size, check_shapes, compute_dtype
 
 
 def naive_recurrent_linear_attn(
@@ -24,7 +20,7 @@ def naive_recurrent_linear_attn(
     B, H, T, K = q.shape
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
-    dtype = _compute_dtype(v)
+    dtype = compute_dtype(v)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     S = q.new_zeros(B, H, K, V)
     outputs = []
@@ -47,7 +43,7 @@ def naive_chunk_linear_attn(
     out_dtype = v.dtype
     if T == 0:
         return v.new_zeros(B, H, 0, V)
-    dtype = _compute_dtype(v)
+    dtype = compute_dtype(v)
     C = chunk_size
     pad = (-T) % C
     # zero padding at the end: padded keys/values add nothing to any state, padded outputs are cut off
