@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from evoforge.cognition.embeddings import LocalEmbedder
+from evoforge.graph import resources
 from evoforge.memory.database import Database
 from evoforge.memory.embedded import EmbeddedPostgres
 
@@ -120,3 +121,11 @@ def docker_engine() -> Iterator[str]:
         subprocess.run(["bash", str(START_DOCKERD), "stop", str(engine_dir)], capture_output=True, timeout=60,
                        check=False)
         shutil.rmtree(engine_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_resources() -> Iterator[None]:
+    """Every test that runs the graph starts without the process-wide handles (databases, cached models)
+    an earlier test built."""
+    yield
+    resources.clear_resources()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import yaml
 
 from evoforge.agents.engineer import needs_approval, parse_decision
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import approve, pending_approvals
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import NodeStore
@@ -42,12 +40,6 @@ def test_decisions_are_normalised_or_refused_by_name() -> None:
         parse_decision({"action": "maybe"})
     with pytest.raises(ValueError, match="settings must be a mapping, got 'fewer'"):
         parse_decision({"action": "edit", "settings": "fewer"})
-
-
-@pytest.fixture
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 @pytest.mark.integration

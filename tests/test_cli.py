@@ -5,25 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from evoforge.cli import app
-from evoforge.graph import resources
 from evoforge.memory.database import Database
 from evoforge.tasks.spec import load_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 @pytest.mark.integration

@@ -3,7 +3,6 @@ real sandbox and the real circle_packing evaluator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,6 @@ def scripted_config(database: Database, tmp_path: Path, script: str, **overrides
     }
     settings.update(overrides)
     return RunConfig(**settings)
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 def run_recording_steps(config: RunConfig, run_id: str) -> tuple[Any, list[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,6 @@ from evoforge.memory.database import Database
 
 FIXTURES = Path(__file__).parent / "fixtures"
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 def slow_toy(tmp_path: Path, delay_s: float) -> Path:

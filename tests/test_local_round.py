@@ -17,9 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.local_llm, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
+def stop_local_servers() -> Iterator[None]:
     yield
-    resources.clear_resources()
     stop_all_servers()
 
 

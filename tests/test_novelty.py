@@ -4,7 +4,6 @@ against the embedded Postgres, the real sandbox and evaluator, and the MiniLM em
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ from evoforge.memory.database import Database
 
 pytestmark = pytest.mark.integration
 RUN = "novelty"
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 def test_a_near_copy_is_rejected_and_the_retry_succeeds(

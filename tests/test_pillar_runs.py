@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,6 @@ from evoforge.tasks.spec import load_task
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 def shrunk_task(tmp_path: Path, name: str, settings: dict[str, dict[str, Any]]) -> Path:

@@ -3,7 +3,6 @@ the Analyzer), and the original run's nodes and checkpoints stay exactly as they
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ from evoforge.memory.database import Database
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
 SECOND_OPINION = {"roles": {"analyzer": {"provider": "scripted", "script": str(SCRIPTS / "second_opinion.yaml")}}}
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 def test_fork_settings_keep_the_run_and_change_only_what_is_asked() -> None:

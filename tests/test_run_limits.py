@@ -3,7 +3,6 @@ failed nodes with a clear error, and the run goes on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,6 @@ from evoforge.memory.database import Database
 
 FIXTURES = Path(__file__).parent / "fixtures"
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources() -> Iterator[None]:
-    yield
-    resources.clear_resources()
 
 
 def test_hanging_and_hungry_candidates_become_failed_nodes(database: Database, tmp_path: Path) -> None:
