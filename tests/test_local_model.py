@@ -102,7 +102,10 @@ def test_models_share_one_server_which_stops_cleanly(chat, tmp_path):
     model_file = ensure_model_file(MODEL, models_dir())
     server = get_local_server(model_file, n_ctx=CONFIG.context_tokens, log_dir=tmp_path, n_threads=1)
     assert server.url == chat.openai_api_base
-    assert make_chat_model(CONFIG, role="researcher", state_dir=tmp_path) is chat
+    # The autouse fixture empties the model cache between tests, so compare two calls within this one.
+    researcher = make_chat_model(CONFIG, role="researcher", state_dir=tmp_path)
+    assert make_chat_model(CONFIG, role="researcher", state_dir=tmp_path) is researcher
+    assert researcher.openai_api_base == server.url
     pid = server.pid
     assert pid is not None and _process_exists(pid)
     stop_all_servers()
