@@ -1,10 +1,12 @@
 """Evaluation throughput of each sandbox backend with 1 and 2 concurrent workers, and its launch overhead.
 
-    python benchmarks/throughput.py [--n 8] [--work-s 0.5] [--backends local docker ray] [--docker-url URL]
+    python benchmarks/throughput.py [--n 8] [--work-s 0.5] [--repeats 3] [--backends local docker ray] [--docker-url URL]
 
 Each evaluation is a short CPU-bound Python program (a fixed loop calibrated to ~`--work-s` seconds on an idle
 core) run through `Sandbox.run` in its own work dir; 1 or 2 threads submit them (the lead's `--workers` lanes do
-the same). Launch overhead = median duration of an empty evaluation (`python -c pass`) through the sandbox minus
+the same). Each repeat runs a 1-worker batch and then a 2-worker batch back to back, so a drift in the speed the
+machine gives us (a shared host) hits both sides of that repeat's ratio; the speedup reported is the median of the
+per-repeat ratios, and every repeat's figures are kept. Launch overhead = median duration of an empty evaluation (`python -c pass`) through the sandbox minus
 the same command run as a bare subprocess: what the backend itself costs per evaluation. Without --docker-url a
 private dockerd is started (scripts/start-dockerd.sh) and stopped. Figures go to benchmarks/results/throughput.json.
 Targets: overhead ≤ 0.3 s local (bubblewrap), ≤ 1 s docker; 2 workers ≥ 1.8x one worker on 2 cores — on a
@@ -75,24 +77,33 @@ def evaluate(sandbox: Sandbox, argv: list[str], root: Path) -> float:
     return elapsed
 
 
-def measure(sandbox: Sandbox, n: int, iterations: int, bare_s: float, root: Path) -> dict[str, Any]:
+def batch(sandbox: Sandbox, work: list[str], workers: int, n: int, root: Path) -> dict[str, float]:
+    """`n` evaluations submitted by `workers` threads."""
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        durations = list(pool.map(lambda _: evaluate(sandbox, work, root), range(n)))
+    elapsed = time.perf_counter() - start
+    return {"evaluations_per_s": round(n / elapsed, 3), "elapsed_s": round(elapsed, 2),
+            "median_evaluation_s": round(statistics.median(durations), 3), "load_average_before": round(load_before, 2)}
+
+
+def measure(sandbox: Sandbox, n: int, repeats: int, iterations: int, bare_s: float, root: Path) -> dict[str, Any]:
     empty = [evaluate(sandbox, [sys.executable, "-c", "pass"], root) for _ in range(5)]
     work = [sys.executable, "-c", WORK, str(iterations)]
     evaluate(sandbox, work, root)  # warm caches (page cache, Ray workers) before timing
-    figures: dict[str, Any] = {"launch_overhead_s": round(statistics.median(empty) - bare_s, 3),
-                               "empty_evaluation_s": round(statistics.median(empty), 3)}
-    for workers in (1, 2):
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        with ThreadPoolExecutor(workers) as pool:
-            durations = list(pool.map(lambda _: evaluate(sandbox, work, root), range(n)))
-        elapsed = time.perf_counter() - start
-        figures[f"workers_{workers}"] = {"evaluations_per_s": round(n / elapsed, 3), "elapsed_s": round(elapsed, 2),
-                                         "median_evaluation_s": round(statistics.median(durations), 3),
-                                         "load_average_before": round(load_before, 2)}
-    figures["speedup_2_vs_1"] = round(figures["workers_2"]["evaluations_per_s"]
-                                      / figures["workers_1"]["evaluations_per_s"], 2)
-    return figures
+    runs = [{f"workers_{k}": batch(sandbox, work, k, n, root) for k in (1, 2)} for _ in range(repeats)]
+    for run in runs:
+        run["speedup_2_vs_1"] = round(run["workers_2"]["evaluations_per_s"] / run["workers_1"]["evaluations_per_s"], 2)
+
+    def median_of(workers: str, key: str) -> float:
+        return round(statistics.median(run[workers][key] for run in runs), 3)
+
+    return {"launch_overhead_s": round(statistics.median(empty) - bare_s, 3),
+            "empty_evaluation_s": round(statistics.median(empty), 3),
+            **{w: {key: median_of(w, key) for key in runs[0][w]} for w in ("workers_1", "workers_2")},
+            "speedup_2_vs_1": round(statistics.median(run["speedup_2_vs_1"] for run in runs), 2),
+            "repeats": runs}
 
 
 @contextlib.contextmanager
@@ -125,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=8, help="evaluations per worker setting")
     parser.add_argument("--work-s", type=float, default=0.5, help="CPU seconds of one evaluation (idle core)")
+    parser.add_argument("--repeats", type=int, default=5, help="1-worker/2-worker batch pairs per backend")
     parser.add_argument("--backends", nargs="+", default=["local", "docker", "ray"],
                         choices=["local", "docker", "ray"])
     parser.add_argument("--docker-url", help="an engine to use instead of starting a private dockerd")
@@ -132,22 +144,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 2:
         parser.error(f"--n must be at least 2, got {args.n}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     bare_s = _bare_seconds()
     iterations = calibrate(args.work_s)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-                              "n": args.n, "work_s": args.work_s, "loop_iterations": iterations,
+                              "n": args.n, "repeats": args.repeats, "work_s": args.work_s, "loop_iterations": iterations,
                               "bare_python_start_s": round(bare_s, 3), "backends": {}}
     root = Path(tempfile.mkdtemp(prefix="evoforge-bench-"))
     try:
         with docker_engine(args.docker_url if "docker" in args.backends else "unused") as url:
             for backend in args.backends:
                 sandbox = build(backend, url)
-                figures = measure(sandbox, args.n, iterations, bare_s, root)
+                figures = measure(sandbox, args.n, args.repeats, iterations, bare_s, root)
                 report["backends"][backend] = figures
                 print(f"{backend:7s} overhead {figures['launch_overhead_s']:.3f} s | 1 worker "
                       f"{figures['workers_1']['evaluations_per_s']:.2f} eval/s | 2 workers "
                       f"{figures['workers_2']['evaluations_per_s']:.2f} eval/s | speedup {figures['speedup_2_vs_1']}x "
+                      f"(per repeat {[run['speedup_2_vs_1'] for run in figures['repeats']]}) "
                       f"(load {figures['workers_2']['load_average_before']})", flush=True)
                 if hasattr(sandbox, "close"):
                     sandbox.close()
