@@ -77,12 +77,13 @@ def resume(
     rounds: Annotated[int | None, typer.Option("--rounds", "-n", help="Total rounds (raise it to go further).")] = None,
 ) -> None:
     """Continue a run from its last checkpoint (after a crash, a kill or a stop)."""
-    from evoforge.graph.runner import RunNotFound, resume_run, stored_config
+    from evoforge.graph.runner import RunNotFound, lane_positions, resume_run, stored_config
     from evoforge.ui.progress import RoundReporter
 
     try:
         config = stored_config(run_id, rounds=rounds)
         with RoundReporter(console, config) as reporter:
+            reporter.start_from(lane_positions(run_id))
             outcome = resume_run(run_id, rounds=rounds, on_update=reporter.update)
     except RunNotFound as exc:
         _fail(str(exc))
@@ -100,7 +101,7 @@ def approve(
     """Answer a run's pending approval (approve, --reject, or --set KEY=VALUE to edit) and continue it."""
     import yaml
 
-    from evoforge.graph.runner import RunNotFound
+    from evoforge.graph.runner import RunNotFound, lane_positions, stored_config
     from evoforge.graph.runner import approve as approve_run
     from evoforge.ui.progress import RoundReporter
 
@@ -111,11 +112,10 @@ def approve(
             _fail(f"--set takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     action = "reject" if reject else "edit" if settings else "approve"
-    from evoforge.graph.runner import stored_config
-
     try:
         config = stored_config(run_id)
         with RoundReporter(console, config) as reporter:
+            reporter.start_from(lane_positions(run_id))
             outcome = approve_run(run_id, {"action": action, "settings": settings, "reason": reason},
                                   lane=lane, on_update=reporter.update)
     except (RunNotFound, ValueError) as exc:

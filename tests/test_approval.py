@@ -75,12 +75,13 @@ def test_cli_run_stops_for_approval_and_continues(database: Database, tmp_path: 
 
     # an edit runs the stage with changed settings: one repeat of the packing instead of two
     edited = evoforge("approve", "asks", "--set", "repeats=1")
-    assert "evaluated score=2.45355" in edited
+    # the progress lines pick up where the run stopped: round 1 with its candidate, not round 0
+    assert "round 1/2: square_grid evaluated score=2.45355" in edited
     assert "waiting for approval: run asks, candidate 'far_corner_gap'" in edited
 
     reason = "one circle moved: not worth the full stage"
     finished = evoforge("approve", "asks", "--reject", "--reason", reason)
-    assert "rejected_by_human" in finished and "run asks: 2 rounds done" in finished
+    assert "round 2/2: far_corner_gap rejected_by_human" in finished and "run asks: 2 rounds done" in finished
 
     store = NodeStore(database)
     nodes = {node.round: node for node in store.list_nodes("asks")}

@@ -172,6 +172,23 @@ def approve(run_id: str, decision: dict[str, Any], *, lane: int | None = None, b
         return _drive(graph, {lane: Command(resume=decision)}, run_id, config, on_update)
 
 
+def lane_positions(run_id: str, base: RunConfig | None = None) -> dict[int, dict[str, Any]]:
+    """Where each lane of a run stands at its last checkpoint: `round`, `rounds_done` (the current round counts
+    when the checkpoint sits between rounds or at the end), `best_score` and the `candidate` in flight. A
+    progress display of a resumed or approved run starts from here rather than from round 0."""
+    config = stored_config(run_id, base)
+    positions: dict[int, dict[str, Any]] = {}
+    with checkpointed_graph(config) as graph:
+        for lane in range(config.workers):
+            snapshot = graph.get_state(thread_config(run_id, lane))
+            round_ = int(snapshot.values.get("round", 0))
+            between_rounds = not snapshot.next or snapshot.next[0] in ("prepare_run", "sample_context")
+            positions[lane] = {"round": round_, "rounds_done": round_ if between_rounds else max(0, round_ - 1),
+                               "best_score": snapshot.values.get("best_score"),
+                               "candidate": snapshot.values.get("candidate")}
+    return positions
+
+
 def pending_approvals(run_id: str, base: RunConfig | None = None) -> list[dict[str, Any]]:
     """Approval requests a run is waiting on, each with its `lane` (empty when it is not waiting)."""
     config = stored_config(run_id, base)

@@ -69,6 +69,20 @@ class RoundReporter:
         if self._live is not None:
             self._live.stop()
 
+    def start_from(self, positions: dict[int, dict[str, Any]]) -> None:
+        """Take the lanes' checkpointed positions (the runner's `lane_positions`) of a run picked up again."""
+        with self._lock:
+            for number, position in positions.items():
+                lane = self.lanes.setdefault(number, LaneActivity())
+                lane.step = "checkpoint"
+                lane.round, lane.done = position["round"], position["rounds_done"]
+                lane.candidate = (position.get("candidate") or {}).get("name", "")
+                if position.get("best_score") is not None:
+                    self.best = position["best_score"]
+            completed = self.completed
+        if self._progress is not None:
+            self._progress.update(self._bar, completed=completed, description=f"resumed at {completed} rounds")
+
     @property
     def completed(self) -> int:
         """Rounds recorded over every lane."""
