@@ -1,6 +1,7 @@
 """The Novelty-Checker: catches echoes and repeats before they cost an evaluation.
 
-An identical program (up to whitespace) is a duplicate outright; otherwise the embedding of motivation and
+A program identical to a node's up to comments, docstrings, formatting and local names (the same
+fingerprint, memory/fingerprint.py) is a duplicate outright; otherwise the embedding of motivation and
 code is compared with the run's nodes in pgvector: above `duplicate_similarity` it is a duplicate, in the grey
 band down to `judge_similarity` an LLM judge decides.
 """
@@ -47,7 +48,8 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     same = res.nodes.find_by_code_hash(state.run_id, code_hash(candidate["code"]))
     if same is not None:
         report = {"verdict": "duplicate", "nearest_id": same.id, "nearest_name": same.name, "similarity": 1.0,
-                  "reason": "the program is identical to an existing node (whitespace aside)"}
+                  "reason": "the program is the same as an existing node's up to comments, docstrings, "
+                            "formatting and the names of local variables"}
     else:
         embedding = embed_candidate(res.embedder, candidate["motivation"], candidate["code"])
         nearest = res.nodes.nearest_nodes(state.run_id, embedding, 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -25,6 +25,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from evoforge.memory.embedded import EmbeddedPostgres
+from evoforge.memory.fingerprint import code_hash
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.postgres import PostgresSaver
@@ -38,8 +39,23 @@ MAX_INDEXED_DIM = 2000
 """pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions."""
 CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 """What LangGraph's Postgres savers require; the memory stores share the same connections."""
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_001_initial.sql"), (2, "schema_002_policies.sql"))
-"""Schema versions in the order they are applied; add new ones at the end, never edit an applied one."""
+
+
+def _rehash_code(conn: psycopg.Connection[Any]) -> None:
+    """Version 3: a node's `code_hash` becomes its program's fingerprint (memory/fingerprint.py), so that
+    nodes recorded before also catch echoes that only reword comments or rename locals."""
+    rows = conn.execute("SELECT id, code FROM nodes").fetchall()
+    with conn.cursor() as cursor:
+        cursor.executemany("UPDATE nodes SET code_hash = %s WHERE id = %s", [(code_hash(code), id_) for id_, code in rows])
+
+
+MIGRATIONS: tuple[tuple[int, str | Callable[[psycopg.Connection[Any]], None]], ...] = (
+    (1, "schema_001_initial.sql"),
+    (2, "schema_002_policies.sql"),
+    (3, _rehash_code),
+)
+"""Schema versions in the order they are applied (an SQL file or a Python step); add new ones at the end,
+never edit an applied one."""
 _MIGRATION_LOCK_KEY = 0x45766F46
 _CHECKPOINT_SETUP_LOCK_KEY = _MIGRATION_LOCK_KEY + 1
 
@@ -148,14 +164,17 @@ class Database:
             )
             self._check_embedding_meta(conn)
             applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
-            for version, filename in MIGRATIONS:
+            for version, step in MIGRATIONS:
                 if version in applied:
                     continue
-                sql = resources.files(__package__).joinpath(filename).read_text()
-                conn.execute(sql.replace("{embedding_dim}", str(self.embedding_dim)))
+                if callable(step):
+                    step(conn)
+                else:
+                    sql = resources.files(__package__).joinpath(step).read_text()
+                    conn.execute(sql.replace("{embedding_dim}", str(self.embedding_dim)))
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
                 applied.add(version)
-                logger.info("applied schema version %d (%s)", version, filename)
+                logger.info("applied schema version %d (%s)", version, getattr(step, "__name__", step))
             row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
             self.vector_version = _version_tuple(row[0]) if row else ()
         return max(applied)

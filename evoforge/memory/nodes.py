@@ -3,7 +3,6 @@ parent selections that sampling policies derive their state from."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -13,6 +12,7 @@ from pgvector import Vector
 from psycopg.types.json import Jsonb
 
 from evoforge.memory.database import Database
+from evoforge.memory.fingerprint import code_hash
 
 NODE_STATUSES = (
     "evaluated",
@@ -36,13 +36,6 @@ _FINITE_SCORE = "score IS NOT NULL AND score > '-Infinity'::float8 AND score < '
 ELIGIBLE = "valid AND " + _FINITE_SCORE
 """Nodes a sampling policy may choose: the predicate of the partial index on eligible nodes (a query
 must repeat it to use the index)."""
-
-
-def code_hash(code: str) -> str:
-    """sha256 of the code with trailing whitespace and blank lines removed, so that an echo of the
-    parent with cosmetic changes hashes the same."""
-    lines = (line.rstrip() for line in code.splitlines())
-    return hashlib.sha256("\n".join(line for line in lines if line).encode()).hexdigest()
 
 
 def check_direction(direction: str) -> None:
