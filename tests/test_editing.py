@@ -59,6 +59,16 @@ def test_reply_cut_off_inside_its_code_fence_is_still_used() -> None:
     assert edit.rewrite == "def f(x):\n    return 4\n"
 
 
+def test_a_malformed_block_is_named_not_taken_for_a_program() -> None:
+    # seen from Qwen2.5-Coder-1.5B: a block without its ======= line, inside a code fence
+    reply = "NAME: x\n```\n<<<<<<< SEARCH\n    y = x + 1\n    return y\n>>>>>>> REPLACE\n```\n"
+    with pytest.raises(EditError, match="malformed: each block needs"):
+        parse_edit(reply)
+    # a well-formed program in another fence is still the fallback
+    edit = parse_edit(reply + "```python\ndef f(x):\n    return 6\n```\n")
+    assert edit.rewrite == "def f(x):\n    return 6\n" and not edit.blocks
+
+
 def test_reply_without_code_is_an_edit_error() -> None:
     with pytest.raises(EditError, match="no code found"):
         parse_edit("I'm sorry, I can't help with that.")

@@ -14,6 +14,9 @@ _DIFF_BLOCK = re.compile(
     r"^[ \t]*<{5,}[ \t]*SEARCH[ \t]*\n(?P<search>.*?)^[ \t]*={5,}[ \t]*\n(?P<replace>.*?)^[ \t]*>{5,}[ \t]*REPLACE[ \t]*$",
     re.DOTALL | re.MULTILINE,
 )
+_MARKER = re.compile(r"^[ \t]*(?:<{5,}[ \t]*SEARCH|>{5,}[ \t]*REPLACE)[ \t]*$", re.MULTILINE)
+"""A SEARCH or REPLACE line (a bare ======= may be an underline in a docstring): left over outside a
+well-formed block, it marks a malformed one."""
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(?P<body>.*?)```", re.DOTALL | re.IGNORECASE)
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(?P<body>.*)\Z", re.DOTALL | re.IGNORECASE)
 
@@ -49,7 +52,14 @@ def parse_edit(reply: str) -> Edit:
         unclosed = _OPEN_FENCE.search(without_blocks)
         if unclosed and unclosed.group("body").strip():
             fenced = [unclosed.group("body")]
-    rewrite = max(fenced, key=len) if fenced else None
+    # a fence around a broken SEARCH/REPLACE block holds no program: never take it as a rewrite
+    programs = [body for body in fenced if not _MARKER.search(body)]
+    rewrite = max(programs, key=len) if programs else None
+    if not blocks and rewrite is None and _MARKER.search(without_blocks):
+        raise EditError(
+            "a SEARCH/REPLACE block is malformed: each block needs a line <<<<<<< SEARCH, the parent's lines, "
+            "a line =======, the new lines, and a line >>>>>>> REPLACE"
+        )
     if not blocks and rewrite is None:
         raise EditError(
             "no code found: give SEARCH/REPLACE blocks (<<<<<<< SEARCH / ======= / >>>>>>> REPLACE) "
