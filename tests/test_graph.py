@@ -3,11 +3,13 @@ real sandbox and the real circle_packing evaluator."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from evoforge.agents.base import TRANSCRIPT
 from evoforge.config import RunConfig
 from evoforge.graph import resources
 from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
@@ -86,6 +88,13 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     round_two_prompt = researcher.received[4][-1].content  # 5th call: the first of round 2
     assert "[lesson learned]" in round_two_prompt and "square_grid" in round_two_prompt
 
+    # every model call of round 1 is in the node's transcript: prompt, reply and the varied seed
+    transcript = tmp_path / "state" / "runs" / "branches" / "nodes" / grid.id / TRANSCRIPT
+    calls = [json.loads(line) for line in transcript.read_text().splitlines()]
+    assert [call["role"] for call in calls] == ["researcher", "researcher", "researcher", "analyzer"]
+    assert [call["messages"][-1]["content"] for call in calls[:3]] == [m[-1].content for m in researcher.received[:3]]
+    assert "NAME: square_grid" in calls[2]["reply"] and len({call["seed"] for call in calls[:3]}) == 3
+
     with checkpointed_graph(config) as graph:
         history = list(graph.get_state_history(thread_config("branches")))
     assert len(history) >= len(steps)
@@ -108,6 +117,9 @@ def test_exhausted_bounds_are_recorded_as_failed_nodes(database: Database, tmp_p
     assert "no code found" in (nodes[1].error or "")
     assert "does not match" in (nodes[3].feedback or "")
     assert "analyzer unavailable" in nodes[3].analysis and "runtime_failed" in nodes[3].analysis
+    transcript = tmp_path / "state" / "runs" / "bounds" / "nodes" / nodes[3].id / TRANSCRIPT
+    failed = [call for call in map(json.loads, transcript.read_text().splitlines()) if call["role"] == "analyzer"]
+    assert len(failed) == 1 and "reply" not in failed[0] and "chat model call failed" in failed[0]["error"]
     assert outcome.state["best_node_id"] == nodes[0].id
 
 

@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
+from evoforge.agents.base import TRANSCRIPT
 from evoforge.cli import app
 from evoforge.cognition.store import CognitionStore
 from evoforge.config import RunConfig
@@ -83,6 +84,24 @@ def test_show_prints_what_a_node_holds(cli: Invoke, run_nodes: dict[str, NodeRec
     assert "SyntaxError" in cli("show", "run-r0002-l0").stdout
     missing = cli("show", "nope")
     assert missing.exit_code == 2 and "no node 'nope'" in missing.output
+
+
+@pytest.mark.integration
+def test_show_calls_prints_the_model_transcript(cli: Invoke, run_nodes: dict[str, NodeRecord], tmp_path: Path) -> None:
+    assert "no model calls recorded" in cli("show", "run-r0001-l0", "--calls").stdout
+    node_dir = tmp_path / "state" / "runs" / "run" / "nodes" / "run-r0001-l0"
+    node_dir.mkdir(parents=True)
+    calls = [{"role": "researcher", "attempt": "(0, 0, 0)", "seed": 7, "at": "2026-11-22T10:00:00+00:00",
+              "messages": [{"type": "system", "content": "You are the Researcher"},
+                           {"type": "human", "content": "## Parent program"}], "reply": "NAME: ring"},
+             {"role": "analyzer", "attempt": "0", "seed": 8, "at": "2026-11-22T10:01:00+00:00",
+              "messages": [{"type": "human", "content": "## Candidate"}], "error": "chat model call failed: down"}]
+    (node_dir / TRANSCRIPT).write_text("".join(json.dumps(call) + "\n" for call in calls) + '{"role": "cut sh')
+    out = cli("show", "run-r0001-l0", "--calls").stdout
+    for expected in ("call 1: researcher, attempt (0, 0, 0), seed 7", "You are the Researcher", "NAME: ring",
+                     "call 2: analyzer", "chat model call failed: down", "call 3: unreadable line"):
+        assert expected in out, f"{expected!r} missing from:\n{out}"
+    assert out.index("# rings pack tighter") < out.index("call 1: researcher"), "the calls come after the node"
 
 
 @pytest.mark.integration

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from evoforge.agents.base import TRANSCRIPT
 from evoforge.config import RunConfig
 from evoforge.graph import resources
 from evoforge.graph.runner import checkpointed_graph, resume_run, start_run, thread_config
@@ -51,6 +53,11 @@ def test_two_lanes_share_memory_and_overlap(database: Database, tmp_path: Path) 
     lane0 = [evaluation_interval(nodes_dir / f"lanes-r000{r}-l0" / "quick-try0") for r in (1, 2)]
     lane1 = [evaluation_interval(nodes_dir / f"lanes-r000{r}-l1" / "quick-try0") for r in (1, 2)]
     assert any(a0 < b1 and a1 < b0 for a0, b0 in lane0 for a1, b1 in lane1), "the lanes never evaluated at once"
+    # both lanes' first Researcher call of round 1 share a parent (the seed), but not a sampling seed
+    first_calls = [json.loads((nodes_dir / f"lanes-r0001-l{lane}" / TRANSCRIPT).read_text().splitlines()[0])
+                   for lane in (0, 1)]
+    assert [call["role"] for call in first_calls] == ["researcher", "researcher"]
+    assert first_calls[0]["seed"] != first_calls[1]["seed"]
 
     with checkpointed_graph(config) as graph:
         for lane in (0, 1):

@@ -51,7 +51,7 @@ def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         stage_results=state.stage_results,
     )
     try:
-        reply, usage = ask(res, "analyzer", messages, run_id=state.run_id, round_=state.round, attempt=0)
+        reply, usage = ask(res, "analyzer", messages, state, attempt=0)
     except LLMCallError as exc:
         log.warning("analyzer model call failed (round %s): %s", state.round, exc)
         return {"analysis": fallback_report(state) + f"\n(analyzer unavailable: {exc})", "insights": []}

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
 from evoforge.config import Role
 from evoforge.graph.resources import Resources
-from evoforge.llm.usage import Usage, call_model
+from evoforge.graph.state import State
+from evoforge.llm.usage import LLMCallError, Usage, call_model
 
 log = logging.getLogger(__name__)
 
 
 def sampling_seed(base: int, *parts: object) -> int:
-    """A request seed that differs per run, round, role and attempt, and is the same when a step is replayed.
+    """A request seed that differs per run, round, lane, role and attempt, and is the same when a step is
+    replayed.
 
     The local model returns byte-identical code for identical prompts and seeds, so a retry must vary it.
     """
@@ -33,12 +37,35 @@ def add_usage(current: dict[str, dict[str, float]], role: str, usage: Usage) -> 
     return merged
 
 
-def ask(
-    res: Resources, role: Role, messages: list[BaseMessage], *, run_id: str, round_: int, attempt: object
-) -> tuple[str, Usage]:
-    """One call of `role`'s model; raises LLMCallError (the caller decides what a failure means)."""
-    seed = sampling_seed(res.config.seed, run_id, round_, role, attempt)
-    return call_model(res.chat_model(role), messages, seed=seed)
+TRANSCRIPT = "llm_calls.jsonl"
+"""Every model call of a node, one JSON object per line, in the node's directory (`evoforge show --calls`)."""
+
+
+def ask(res: Resources, role: Role, messages: list[BaseMessage], state: State, *, attempt: object) -> tuple[str, Usage]:
+    """One call of `role`'s model for the node `state` is building, added to the node's transcript; raises
+    LLMCallError (the caller decides what a failure means)."""
+    # lanes of one round may share a parent and so a prompt: the lane keeps their samples apart
+    seed = sampling_seed(res.config.seed, state.run_id, state.round, state.lane, role, attempt)
+    call = {"role": role, "round": state.round, "lane": state.lane, "attempt": repr(attempt), "seed": seed,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "messages": [{"type": m.type, "content": m.text} for m in messages]}
+    try:
+        reply, usage = call_model(res.chat_model(role), messages, seed=seed)
+    except LLMCallError as exc:
+        _append_transcript(res, state, {**call, "error": str(exc)})
+        raise
+    _append_transcript(res, state, {**call, "reply": reply, "usage": usage.to_dict()})
+    return reply, usage
+
+
+def _append_transcript(res: Resources, state: State, call: dict[str, Any]) -> None:
+    node_dir = res.run_dir(state.run_id) / "nodes" / (state.node_id or f"r{state.round:04d}-l{state.lane}")
+    try:
+        node_dir.mkdir(parents=True, exist_ok=True)
+        with (node_dir / TRANSCRIPT).open("a", encoding="utf-8") as transcript:
+            transcript.write(json.dumps(call, ensure_ascii=False) + "\n")
+    except OSError as exc:  # a full or read-only disk must not stop the research loop
+        log.warning("could not write the model-call transcript under %s: %s", node_dir, exc)
 
 
 def node_view(node: Any, *, with_code: bool) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     messages = render(res.task, "debugger", candidate=state.candidate, failure=failure, feedback=earlier)
     update: dict[str, Any] = {"debug_attempts": attempts}
     try:
-        reply, usage = ask(res, "debugger", messages, run_id=state.run_id, round_=state.round, attempt=attempts)
+        reply, usage = ask(res, "debugger", messages, state, attempt=attempts)
     except LLMCallError as exc:
         log.warning("debugger model call failed (round %s): %s", state.round, exc)
         problem = f"the model call failed: {exc}"

@@ -62,8 +62,8 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
             elif similarity >= res.config.novelty.judge_similarity:
                 messages = render(res.task, "novelty_judge", nearest=node, candidate=candidate)
                 try:
-                    reply, call_usage = ask(res, "novelty_judge", messages, run_id=state.run_id,
-                                            round_=state.round, attempt=state.novelty_retries)
+                    reply, call_usage = ask(res, "novelty_judge", messages, state,
+                                            attempt=state.novelty_retries)
                     usage = add_usage(usage, "novelty_judge", call_usage)
                     first, _, rest = reply.strip().partition("\n")
                     verdict = "duplicate" if "DUPLICATE" in first.upper() else "novel"

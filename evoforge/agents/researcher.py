@@ -73,7 +73,7 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     for parse_try in range(res.config.bounds.max_parse_retries + 1):
         attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
         try:
-            reply, call_usage = ask(res, "researcher", messages, run_id=state.run_id, round_=state.round, attempt=attempt)
+            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt)
         except LLMCallError as exc:
             log.warning("researcher model call failed (round %s): %s", state.round, exc)
             errors.append(f"the model call failed: {exc}")

@@ -86,7 +86,7 @@ def code_problems(task: TaskSpec, code: str) -> list[str]:
 def _llm_review(res: Resources, state: State, candidate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     messages = render(res.task, "static_review", candidate=candidate)
     try:
-        reply, usage = ask(res, "static_review", messages, run_id=state.run_id, round_=state.round, attempt=state.static_retries)
+        reply, usage = ask(res, "static_review", messages, state, attempt=state.static_retries)
     except LLMCallError as exc:
         # A reviewer outage must not block the loop: the automated checks already passed.
         log.warning("static review skipped, the model call failed: %s", exc)

@@ -93,8 +93,11 @@ def report(
     errors.print(f"report of {len(data.nodes)} nodes ({data.run.status}): {index}")
 
 
-def show(node_id: str) -> None:
-    """Show a node: motivation, code, metrics, analysis, parents, cognition used."""
+def show(
+    node_id: str,
+    calls: Annotated[bool, typer.Option("--calls", help="Also every model call made for it: prompt and reply.")] = False,
+) -> None:
+    """Show a node: motivation, code, metrics, analysis, parents, cognition used (and with --calls, its model calls)."""
     config, nodes = _open()
     node = _node(nodes, node_id)
     out = Console(highlight=False)
@@ -130,6 +133,31 @@ def show(node_id: str) -> None:
             out.print(escape(f"[{item.kind}] {item.title} ({item.source})" if item else item_id))
     out.rule("code", align="left")
     out.print(Syntax(node.code, "python", line_numbers=True, word_wrap=True))
+    if calls:
+        _print_calls(out, config.runs_dir / node.run_id / "nodes" / node.id)
+
+
+def _print_calls(out: Console, node_dir: Path) -> None:
+    """The node's model-call transcript (agents/base.py writes it), oldest call first."""
+    from evoforge.agents.base import TRANSCRIPT
+
+    path = node_dir / TRANSCRIPT
+    if not path.is_file():
+        out.print(escape(f"no model calls recorded at {path}"))
+        return
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            call = json.loads(line)
+        except json.JSONDecodeError as exc:  # a line cut short by a kill mid-write: say so, show the rest
+            out.print(escape(f"call {number}: unreadable line ({exc})"))
+            continue
+        out.rule(escape(f"call {number}: {call['role']}, attempt {call['attempt']}, seed {call['seed']}, {call['at']}"),
+                 align="left")
+        for message in call["messages"]:
+            out.print(f"[bold]{escape(message['type'])}[/]")
+            out.print(escape(message["content"]))
+        out.print("[bold]reply[/]" if "reply" in call else "[bold red]failed[/]")
+        out.print(escape(call.get("reply", call.get("error", ""))))
 
 
 def diff(node_a: str, node_b: str) -> None:
