@@ -11,7 +11,6 @@ references and the ground truth stay in this process.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,8 @@ sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
 import ngram_lm  # noqa: E402
 import scoring  # noqa: E402
+
+from evoforge.tasks.task_scripts import evaluator_main  # noqa: E402
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "quick": {"seed": 0, "sample_docs": 1200, "min_content_kept": 0.2, "candidate_timeout_s": 120},
@@ -186,21 +186,5 @@ def evaluate(program: Path, stage: str) -> dict:
             "artifacts": artifacts}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("program", type=Path)
-    parser.add_argument("results_dir", type=Path)
-    parser.add_argument("--stage", default="quick")
-    args = parser.parse_args()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        report = evaluate(args.program, args.stage)
-    except Exception as exc:  # an evaluator fault (bad settings, unreadable stdlib), reported as such
-        print(f"evaluator error: {exc!r}", file=sys.stderr)
-        report = {"score": None, "valid": False, "metrics": {}, "error": f"evaluator error: {exc}",
-                  "feedback": None, "traceback": None, "evaluator_traceback": traceback.format_exc()}
-    (args.results_dir / "metrics.json").write_text(json.dumps(report, indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    evaluator_main(evaluate, __doc__.splitlines()[0])

@@ -9,7 +9,6 @@ area is the mean accuracy over the checkpoints after step 0: positive means the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import rl_env  # noqa: E402
+
+from evoforge.tasks.task_scripts import evaluator_main  # noqa: E402
 
 REFERENCE = HERE / "initial_program.py"
 DEFAULTS = {
@@ -173,23 +174,5 @@ def evaluate(program: Path, stage: str) -> dict:
             "artifacts": {"learning_curves": curves}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("program", type=Path)
-    parser.add_argument("results_dir", type=Path)
-    parser.add_argument("--stage", default="quick")
-    args = parser.parse_args()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        report = evaluate(args.program, args.stage)
-    except Exception as exc:  # an evaluator fault (bad settings, a broken environment), reported as such
-        import traceback
-
-        print(f"evaluator error: {exc!r}", file=sys.stderr)
-        report = {"score": None, "valid": False, "metrics": {}, "error": f"evaluator error: {exc}",
-                  "feedback": None, "traceback": None, "evaluator_traceback": traceback.format_exc()}
-    (args.results_dir / "metrics.json").write_text(json.dumps(report, indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    evaluator_main(evaluate, __doc__.splitlines()[0])
