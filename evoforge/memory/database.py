@@ -44,9 +44,12 @@ CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
 def _rehash_code(conn: psycopg.Connection[Any]) -> None:
     """Version 3: a node's `code_hash` becomes its program's fingerprint (memory/fingerprint.py), so that
     nodes recorded before also catch echoes that only reword comments or rename locals."""
-    rows = conn.execute("SELECT id, code FROM nodes").fetchall()
-    with conn.cursor() as cursor:
-        cursor.executemany("UPDATE nodes SET code_hash = %s WHERE id = %s", [(code_hash(code), id_) for id_, code in rows])
+    # a server-side cursor streams the programs in batches: a 100k-node run does not fit in memory at once
+    with conn.cursor(name="evoforge_rehash_code") as programs, conn.cursor() as update:
+        programs.execute("SELECT id, code FROM nodes")
+        while batch := programs.fetchmany(1000):
+            update.executemany("UPDATE nodes SET code_hash = %s WHERE id = %s",
+                               [(code_hash(code), id_) for id_, code in batch])
 
 
 MIGRATIONS: tuple[tuple[int, str | Callable[[psycopg.Connection[Any]], None]], ...] = (
