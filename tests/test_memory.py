@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -198,6 +199,37 @@ def test_nearest_nodes_orders_by_cosine_similarity_within_the_run(store: NodeSto
     assert store.find_by_code_hash(RUN, code_hash("y = 1")) is None
 
 
+@pytest.mark.integration
+def test_a_fork_remembers_its_origin_as_it_stood_when_the_forked_step_ran(store: NodeStore,
+                                                                         database: Database) -> None:
+    def database_now() -> datetime:
+        with database.pool.connection() as conn:
+            row = conn.execute("SELECT clock_timestamp() AS now").fetchone()
+        assert row is not None
+        return row["now"]
+
+    store.record_node(node(0, 1.0, embedding=unit(1, 0)))
+    step_ran = database_now()
+    store.record_node(node(1, 1.0, embedding=unit(0, 1)))  # recorded after the forked step ran
+    store.create_run("fork", "circle_packing", "", {}, forked_from=RUN, forked_at=step_ran)
+    assert store.memory_scope("fork") == [("fork", None), (RUN, step_ran)]
+    assert store.find_by_code_hash("fork", code_hash("x = 0\n")).id == f"{RUN}-r0-l0"  # type: ignore[union-attr]
+    assert store.find_by_code_hash("fork", code_hash("x = 1\n")) is None
+    assert [n.id for n, _ in store.nearest_nodes("fork", unit(0, 1), k=5)] == [f"{RUN}-r0-l0"]
+    store.record_node(node(1, 1.0, run="fork", code="y = 1\n", embedding=unit(0, 1)))
+
+    # a fork of the fork sees its origin's nodes up to its own step, and the original's up to the earlier step
+    later_step = database_now()
+    store.create_run("fork2", "circle_packing", "", {}, forked_from="fork", forked_at=later_step)
+    assert store.memory_scope("fork2") == [("fork2", None), ("fork", later_step), (RUN, step_ran)]
+    assert store.find_by_code_hash("fork2", code_hash("y = 1\n")).id == "fork-r1-l0"  # type: ignore[union-attr]
+    assert store.find_by_code_hash("fork2", code_hash("x = 1\n")) is None
+    assert {n.id for n, _ in store.nearest_nodes("fork2", unit(0, 1), k=5)} == {f"{RUN}-r0-l0", "fork-r1-l0"}
+    assert store.find_by_code_hash(RUN, code_hash("y = 1\n")) is None, "the original never sees a fork's nodes"
+    with pytest.raises(ValueError, match="forked_at"):
+        store.create_run("fork3", "circle_packing", "", {}, forked_from=RUN)
+
+
 def seed_scores(store: NodeStore, scores: list[float]) -> None:
     for round, score in enumerate(scores):
         store.record_node(node(round, score, embedding=unit(1, round)))
@@ -318,7 +350,7 @@ def test_embedding_dimension_mismatch_is_a_clear_error(database: Database, tmp_p
         Database.open(database.url, tmp_path, embedding_dim=768)
     with pytest.raises(ValueError, match="embedding_dim: expected 1..2000, got 3072"):
         Database.open(database.url, tmp_path, embedding_dim=3072)
-    assert database.migrate() == 3, "migrating again is a no-op"
+    assert database.migrate() == 4, "migrating again is a no-op"
     shared = get_database(database.url, tmp_path)
     try:
         assert get_database(database.url, tmp_path / "ignored with a URL") is shared
@@ -426,6 +458,6 @@ def test_the_fingerprint_migration_rehashes_nodes_recorded_before_it(store: Node
         conn.execute("UPDATE nodes SET code_hash = 'text-hash' WHERE run_id = %s", (RUN,))
         conn.execute("DELETE FROM schema_version WHERE version = 3")
     assert store.find_by_code_hash(RUN, code_hash(code)) is None
-    assert database.migrate() == 3
+    assert database.migrate() == 4
     echo = "def f(x):\n    doubled = x * 2\n    return doubled\n"
     assert store.find_by_code_hash(RUN, code_hash(echo)).id == f"{RUN}-r1-l0"  # type: ignore[union-attr]

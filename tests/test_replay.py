@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from test_graph import scripted_config
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
 from evoforge.memory.database import Database
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
+TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy"
 SECOND_OPINION = {"roles": {"analyzer": {"provider": "scripted", "script": str(SCRIPTS / "second_opinion.yaml")}}}
 
 
@@ -96,3 +98,31 @@ def test_rerun_the_analyzer_of_a_past_round_as_a_fork(database: Database, tmp_pa
     assert rerun.exit_code == 0, rerun.output
     assert "fork orig-second of run orig" in rerun.output and "RESULT: second opinion" in rerun.output
     assert store.list_nodes("orig") == nodes_before
+
+
+@pytest.mark.integration
+def test_a_fork_checks_novelty_against_the_memory_its_step_saw(database: Database, tmp_path: Path) -> None:
+    config = RunConfig(task=str(TOY), rounds=1, llm={"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")},
+                       database_url=database.url, state_dir=tmp_path / "state", sampling={"policy": "greedy"},
+                       bounds={"max_novelty_retries": 0},
+                       novelty={"duplicate_similarity": 0.9999, "judge_similarity": 0.9999})
+    start_run(config, "orig")
+    store = resources.get_resources(config).nodes
+    seed, first = store.list_nodes("orig")
+
+    def fork_proposing(code: str, fork_id: str) -> None:
+        script = tmp_path / f"{fork_id}.yaml"
+        script.write_text(yaml.safe_dump({"researcher": [f"NAME: again\nMOTIVATION: once more\n```python\n{code}```"]}))
+        replay.fork_run("orig", 1, from_node="propose_candidate", fork_id=fork_id, base=config,
+                        overrides={"roles": {"researcher": {"provider": "scripted", "script": str(script)}}})
+
+    # the Researcher of the fork echoes the parent: the seed of the original run, which the step saw
+    fork_proposing(seed.code, "orig-echo")
+    (echo,) = store.list_nodes("orig-echo")
+    assert echo.novelty["nearest_id"] == seed.id and echo.novelty["verdict"] == "duplicate"
+    assert echo.status == "duplicate" and echo.stage_results == [], "the echo was evaluated again"
+
+    # round 1's own node was recorded after the step ran: the fork may propose it again, as the step did
+    fork_proposing(first.code, "orig-again")
+    (again,) = store.list_nodes("orig-again")
+    assert again.novelty["verdict"] == "novel" and again.status == "evaluated" and again.score == first.score

@@ -6,12 +6,15 @@ move the original thread's head. A fork copies the state a past step was given i
 run id (`<run id>-fork-<hex>`), renames the round's node, and stops once that round is recorded. The original
 run's nodes, run record and checkpoints are only read. The fork's node keeps its parents (nodes of the
 original run), and its insights join the task's cognition with the fork's node as their source, like any run's.
+The fork's record names its origin and when the forked step ran: its node memory (what the Novelty-Checker
+compares with) is the origin's nodes as they stood then, plus its own (NodeStore.memory_scope).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from langgraph.types import StateSnapshot
@@ -25,8 +28,8 @@ from evoforge.tasks.spec import load_task
 
 REPLAYABLE_NODES = ("propose_candidate", "check_candidate", "check_novelty", "run_evaluation", "debug_candidate",
                     "analyze_result", "record_node")
-"""Steps a fork can start from: those after a round's context was sampled (sampling reads the run's own node
-memory, which a fork does not have)."""
+"""Steps a fork can start from: those after a round's context was sampled (the sampling policies' state —
+visit counts, pools, archives — is kept per run, and a fork has none of its own)."""
 ROLE_OF_NODE: dict[str, Role] = {"propose_candidate": "researcher", "check_candidate": "static_review",
                 "check_novelty": "novelty_judge", "debug_candidate": "debugger", "analyze_result": "analyzer"}
 """The agent role whose model a `model` override replaces when a fork starts at that step."""
@@ -198,7 +201,12 @@ def fork_run(run_id: str, round_: int, *, from_node: str = "analyze_result",
         if routed_to != (from_node,):
             raise ReplayError(f"the fork of {run_id!r} would start at {routed_to}, not {from_node!r}; nothing ran")
         task = load_task(config.task)
-        nodes.create_run(fork_id, task.name, str(task.root), config.model_dump(mode="json"))
+        # the memory the step saw: the original's nodes recorded before its checkpoint was written
+        step_time = lineage[index].created_at
+        if step_time is None:
+            raise ReplayError(f"the checkpoint before {from_node!r} of run {run_id!r} has no time; nothing ran")
+        nodes.create_run(fork_id, task.name, str(task.root), config.model_dump(mode="json"),
+                         forked_from=run_id, forked_at=datetime.fromisoformat(step_time))
         for chunk in graph.stream(None, thread, context=config, stream_mode="updates", durability="sync"):
             for node_name, update in chunk.items():
                 if on_update is not None and isinstance(update, dict):

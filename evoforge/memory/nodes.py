@@ -106,6 +106,10 @@ class RunRecord:
     stop_reason: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    forked_from: str | None = None
+    """For a fork (graph/replay.py): the run whose past step it re-ran."""
+    forked_at: datetime | None = None
+    """For a fork: when that step ran; the origin's nodes recorded by then belong to the fork's memory."""
 
 
 @dataclass(kw_only=True)
@@ -157,11 +161,16 @@ class NodeStore:
 
     # Runs
 
-    def create_run(self, run_id: str, task: str, task_dir: str, config: dict[str, Any]) -> RunRecord:
-        """Register a run; an existing run of that id is returned unchanged."""
+    def create_run(self, run_id: str, task: str, task_dir: str, config: dict[str, Any], *,
+                   forked_from: str | None = None, forked_at: datetime | None = None) -> RunRecord:
+        """Register a run (a fork names its origin and the time of the step it re-runs); an existing run of
+        that id is returned unchanged."""
+        if (forked_from is None) != (forked_at is None):
+            raise ValueError(f"forked_at: a fork needs both its origin and a time, got {forked_from!r}, {forked_at!r}")
         self._execute(
-            "INSERT INTO runs (id, task, task_dir, config) VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (run_id, task, str(task_dir), Jsonb(config)),
+            "INSERT INTO runs (id, task, task_dir, config, forked_from, forked_at) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO NOTHING",
+            (run_id, task, str(task_dir), Jsonb(config), forked_from, forked_at),
         )
         run = self.get_run(run_id)
         assert run is not None
@@ -194,6 +203,27 @@ class NodeStore:
         )
         if not updated:
             raise KeyError(f"run_id: no run {run_id!r}")
+
+    def memory_scope(self, run_id: str) -> list[tuple[str, datetime | None]]:
+        """The runs whose nodes make up a run's node memory, each with the time up to which its nodes count
+        (None: all of them): the run itself, and for a fork its origin's nodes as they stood when the forked
+        step ran (a fork of a fork inherits its origin's scope, cut at the earlier time)."""
+        scope: list[tuple[str, datetime | None]] = [(run_id, None)]
+        cutoff: datetime | None = None
+        run = self.get_run(run_id)
+        while run is not None and run.forked_from is not None and run.forked_at is not None:
+            cutoff = run.forked_at if cutoff is None else min(cutoff, run.forked_at)
+            scope.append((run.forked_from, cutoff))
+            run = self.get_run(run.forked_from)
+        return scope
+
+    def _in_memory_of(self, run_id: str) -> tuple[str, list[Any]]:
+        """An SQL condition (and its parameters) selecting the nodes in `run_id`'s memory."""
+        conditions, params = [], []
+        for member, cutoff in self.memory_scope(run_id):
+            conditions.append("run_id = %s" if cutoff is None else "(run_id = %s AND created_at <= %s)")
+            params.extend([member] if cutoff is None else [member, cutoff])
+        return f"({' OR '.join(conditions)})", params
 
     # Nodes
 
@@ -241,25 +271,28 @@ class NodeStore:
         return nodes[0] if nodes else None
 
     def find_by_code_hash(self, run_id: str, code_hash: str) -> NodeRecord | None:
-        """The earliest node of the run whose code hashes the same (see `code_hash`)."""
+        """The earliest node in the run's memory (`memory_scope`) whose code hashes the same (see `code_hash`)."""
+        in_memory, params = self._in_memory_of(run_id)
         nodes = self._nodes(
-            "SELECT * FROM nodes WHERE run_id = %s AND code_hash = %s ORDER BY round, lane LIMIT 1",
-            (run_id, code_hash),
+            f"SELECT * FROM nodes WHERE {in_memory} AND code_hash = %s ORDER BY round, lane LIMIT 1",
+            (*params, code_hash),
         )
         return nodes[0] if nodes else None
 
     def nearest_nodes(self, run_id: str, embedding: list[float], k: int) -> list[tuple[NodeRecord, float]]:
-        """The run's k nodes most similar to `embedding` (cosine similarity, best first)."""
+        """The k nodes in the run's memory (`memory_scope`) most similar to `embedding` (cosine similarity, best
+        first)."""
         if k <= 0:
             return []
         query = Vector(embedding)
+        in_memory, params = self._in_memory_of(run_id)
         with self.database.pool.connection() as conn, conn.transaction():
             if self.database.supports_iterative_scan:
                 conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             rows = conn.execute(
                 "SELECT *, 1 - (embedding <=> %s) AS similarity FROM nodes "
-                "WHERE run_id = %s AND embedding IS NOT NULL ORDER BY embedding <=> %s LIMIT %s",
-                (query, run_id, query, k),
+                f"WHERE {in_memory} AND embedding IS NOT NULL ORDER BY embedding <=> %s LIMIT %s",
+                (query, *params, query, k),
                 binary=True,
             ).fetchall()
         return [(_node_from_row(row), float(row["similarity"])) for row in rows]
