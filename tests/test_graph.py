@@ -16,6 +16,7 @@ from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
 from evoforge.memory.database import Database
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
+TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy"
 pytestmark = pytest.mark.integration
 
 
@@ -133,3 +134,14 @@ def test_a_finished_run_goes_further_when_rounds_are_raised(database: Database, 
     outcome = resume_run("extend", base=config, rounds=2)
     assert outcome.state["round"] == 2 and store.count_nodes("extend") == 3
     assert store.get_run("extend").config["rounds"] == 2
+
+
+def test_runs_of_one_process_each_read_the_script_from_its_start(database: Database, tmp_path: Path) -> None:
+    """One cached scripted model serves every run with the same settings (as in one `langgraph dev` server)."""
+    config = RunConfig(task=str(TOY), rounds=2, llm={"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")},
+                       database_url=database.url, state_dir=tmp_path / "state", sampling={"policy": "greedy"})
+    start_run(config, "first")
+    start_run(config, "second")
+    store = resources.get_resources(config).nodes
+    for run_id in ("first", "second"):
+        assert [node.name for node in store.list_nodes(run_id)] == ["seed", "v2", "v3"], run_id

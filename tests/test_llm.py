@@ -123,6 +123,17 @@ def test_scripted_file_errors_name_the_problem(tmp_path, text, message):
         ScriptedChatModel.from_file(write_script(tmp_path, text), role="researcher")
 
 
+def test_scripted_keeps_its_place_in_the_script_per_run():
+    model = ScriptedChatModel(replies=["one", "two", "three"])
+
+    def reply(run_id: str | None) -> str:
+        return call_model(model, [HumanMessage("q")], seed=None, run_id=run_id)[0]
+
+    assert [reply("run-a"), reply("run-a"), reply("run-b"), reply("run-a"), reply("run-b")] == [
+        "one", "two", "one", "three", "two"]
+    assert reply(None) == "one", "a call without a run has a place of its own"
+
+
 def test_scripted_records_prompts_and_survives_pickling():
     model = ScriptedChatModel(replies=["a", "b", "c"])
     ask(model, "first", seed=1)

@@ -50,7 +50,7 @@ def ask(res: Resources, role: Role, messages: list[BaseMessage], state: State, *
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "messages": [{"type": m.type, "content": m.text} for m in messages]}
     try:
-        reply, usage = call_model(res.chat_model(role), messages, seed=seed)
+        reply, usage = call_model(res.chat_model(role), messages, seed=seed, run_id=state.run_id)
     except LLMCallError as exc:
         _append_transcript(res, state, {**call, "error": str(exc)})
         raise

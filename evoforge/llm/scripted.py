@@ -14,6 +14,10 @@ Script file (YAML), one key per role, each a list of entries or `{cycle: true, r
 Entries whose `when` matches the last human message are used first, in order; otherwise the plain
 entries are used in order. When the usable entries are all used, the model starts over if the role
 has `cycle: true`, else repeats the last one.
+
+One model serves every run of its process (chat models are cached per configuration), so the place in the
+script is kept per run: each run (all its lanes together) reads the script from its start. A call names its
+run in its metadata (`RUN_ID_METADATA`, set by agents/base.py:ask); a call without one has a place of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr, field_validator
 
 from evoforge.config import ROLES
-from evoforge.llm.usage import estimate_tokens
+from evoforge.llm.usage import RUN_ID_METADATA, estimate_tokens
 
 _ENTRY_KEYS = {"reply", "error", "when"}
 # Graph lanes may call one model from several threads; a module-level lock keeps the model picklable.
@@ -89,7 +93,8 @@ class ScriptedChatModel(BaseChatModel):
     report_usage: bool = True
     """False imitates a provider that reports no token usage."""
 
-    _used: set[int] = PrivateAttr(default_factory=set)
+    _used: dict[str, set[int]] = PrivateAttr(default_factory=dict)
+    """Per run id: the entries that run was given."""
     _received: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
 
     @field_validator("replies", mode="before")
@@ -139,8 +144,9 @@ class ScriptedChatModel(BaseChatModel):
         """Every prompt this model was given, oldest first."""
         return self._received
 
-    def _pick(self, prompt: str) -> ScriptEntry:
+    def _pick(self, prompt: str, run_id: str) -> ScriptEntry:
         entries = self.replies
+        used = self._used.setdefault(run_id, set())
         candidates = [i for i, e in enumerate(entries) if e.when is not None and e.when in prompt]
         if not candidates:
             candidates = [i for i, e in enumerate(entries) if e.when is None]
@@ -148,15 +154,15 @@ class ScriptedChatModel(BaseChatModel):
             raise ScriptExhaustedError(
                 f"script {self.source} has no entry for a prompt ending {prompt[-200:]!r}"
             )
-        fresh = [i for i in candidates if i not in self._used]
+        fresh = [i for i in candidates if i not in used]
         if fresh:
             chosen = fresh[0]
         elif self.cycle:
-            self._used.difference_update(candidates)
+            used.difference_update(candidates)
             chosen = candidates[0]
         else:
             chosen = candidates[-1]
-        self._used.add(chosen)
+        used.add(chosen)
         return entries[chosen]
 
     def _generate(
@@ -167,9 +173,10 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         # kwargs (seed, ...) are accepted like a real provider's and have no effect on a script.
+        run_id = str((run_manager.metadata if run_manager is not None else {}).get(RUN_ID_METADATA, ""))
         with _PICK_LOCK:
             self._received.append(list(messages))
-            entry = self._pick(_last_human_text(messages))
+            entry = self._pick(_last_human_text(messages), run_id)
         if entry.error is not None:
             raise ScriptedProviderError(entry.error)
         text = entry.reply or ""

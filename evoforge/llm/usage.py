@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +50,22 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def call_model(model: BaseChatModel, messages: list[BaseMessage], *, seed: int | None) -> tuple[str, Usage]:
+RUN_ID_METADATA = "evoforge_run_id"
+"""Metadata key naming the run a call serves (tracing shows it; a scripted model keeps its place per run)."""
+
+
+def call_model(model: BaseChatModel, messages: list[BaseMessage], *, seed: int | None,
+               run_id: str | None = None) -> tuple[str, Usage]:
     """Invoke `model` once and return the reply text and what it cost.
 
     `seed` is sent as the request's sampling seed (the OpenAI API's `seed` field), so repeated calls
     with the same prompt can differ even where a server would otherwise reuse one fixed seed;
-    None leaves it to the provider.
+    None leaves it to the provider. `run_id` goes into the call's metadata as `RUN_ID_METADATA`.
     """
     started = time.perf_counter()
+    config = RunnableConfig(metadata={RUN_ID_METADATA: run_id}) if run_id else None
     try:
-        reply = model.invoke(messages) if seed is None else model.invoke(messages, seed=seed)
+        reply = model.invoke(messages, config) if seed is None else model.invoke(messages, config, seed=seed)
     except Exception as exc:
         # Provider errors come in many types (openai.APIError, httpx errors, scripted failures):
         # callers handle one type and read the cause from the chain.

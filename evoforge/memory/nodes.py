@@ -219,7 +219,8 @@ class NodeStore:
 
     def _in_memory_of(self, run_id: str) -> tuple[str, list[Any]]:
         """An SQL condition (and its parameters) selecting the nodes in `run_id`'s memory."""
-        conditions, params = [], []
+        conditions: list[str] = []
+        params: list[Any] = []
         for member, cutoff in self.memory_scope(run_id):
             conditions.append("run_id = %s" if cutoff is None else "(run_id = %s AND created_at <= %s)")
             params.extend([member] if cutoff is None else [member, cutoff])
