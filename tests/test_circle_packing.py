@@ -180,3 +180,24 @@ for arg in Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\\0"):
     assert (tmp_path / "work" / "results_quick" / "attack_reached_results").is_file()
     assert report.valid and report.score == pytest.approx(GRID_SUM, abs=1e-9)
     assert not (tmp_path / "work" / "metrics.json").exists(), "the child must not run in the work dir"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("program", "status", "message"), [
+    # the candidate's output goes through the sandbox's bounded capture, whose output limit names itself
+    ("import sys\ndef run_packing():\n    while True:\n        sys.stdout.write('A' * 65535 + '\\n')\n",
+     "resource_limit", "was killed for flooding its output (more than 1048576 bytes on one stream)"),
+    # the evaluator's error says what raised; the stage's sentence does not say it again
+    ("def run_packing(:\n    pass\n", "runtime_error", "the candidate failed: importing the program raised SyntaxError"),
+])
+def test_a_hostile_candidate_is_named_by_the_limit_it_hit(tmp_path: Path, program: str, status: str,
+                                                          message: str) -> None:
+    from evoforge.sandbox.local import LocalSandbox
+    from evoforge.tools.evaluation import run_stage
+
+    task = load_task(TASK_DIR)
+    stage = task.stages[0]
+    outcome = run_stage(task, stage, program, tmp_path / "work", LocalSandbox(isolation="bubblewrap"),
+                        max_output_bytes=64 * 1024)
+    assert outcome.status == status and message in outcome.error, outcome.error
+    assert "raised importing" not in outcome.error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import threading
@@ -14,7 +15,14 @@ import docker
 import pytest
 
 from evoforge.sandbox import Job, Limits, SandboxError, get_sandbox, sandbox_capacity
-from evoforge.sandbox.docker import LABEL, OWNER_LABEL, DockerSandbox, gpu_device_requests, gpus_held
+from evoforge.sandbox.docker import (
+    DEADLINE_LABEL,
+    LABEL,
+    OWNER_LABEL,
+    DockerSandbox,
+    gpu_device_requests,
+    gpus_held,
+)
 from evoforge.sandbox.identity import JobIdentity
 from evoforge.sandbox.local import LocalSandbox
 from evoforge.tasks.spec import load_task
@@ -71,11 +79,14 @@ def test_container_settings_carry_every_limit(sandbox: DockerSandbox, docker_eng
     assert {u.name: u.hard for u in settings["ulimits"]} == {"core": 0, "fsize": 10 << 20}
     mounts = {m["Target"]: m["ReadOnly"] for m in settings["mounts"]}
     assert mounts[str(tmp_path)] is False and mounts["/usr"] is True and mounts[sys.prefix] is True
-    assert settings["command"][0] == sys.executable and settings["labels"][LABEL] == "1"
+    # the container's own command enforces the wall-clock limit (plus a grace) even if evoforge dies
+    assert settings["command"] == ["timeout", "-s", "KILL", "7.000", sys.executable, "evaluate.py"]
+    assert settings["labels"][LABEL] == "1" and settings["auto_remove"]
+    assert time.time() + 5 < int(settings["labels"][DEADLINE_LABEL]) < time.time() + 5 + 2 + 61
     # a task's own image runs its own interpreter with its own PATH, and gets no host directories
     own = DockerSandbox(base_url=docker_engine, image=sandbox.image, python="/opt/venv/bin/python")
     settings = own.container_settings(job, tmp_path, JobIdentity(1, 1, switch=True))
-    assert settings["command"] == ["/opt/venv/bin/python", "evaluate.py"] and "PATH" not in settings["environment"]
+    assert settings["command"][4:] == ["/opt/venv/bin/python", "evaluate.py"] and "PATH" not in settings["environment"]
     assert {m["Target"] for m in settings["mounts"]} == {"/opt", str(tmp_path)} and settings["init"]
     with pytest.raises(SandboxError, match="'no-such-image:1' is not on the engine.*sandbox/Dockerfile"):
         DockerSandbox(base_url=docker_engine, image="no-such-image:1")
@@ -190,12 +201,53 @@ def test_containers_of_dead_owners_are_removed(sandbox: DockerSandbox) -> None:
                                               labels={LABEL: "1", OWNER_LABEL: f"{host}:999999999"})
     alive = sandbox.client.containers.create(sandbox.image, ["/usr/bin/true"],
                                              labels={LABEL: "1", OWNER_LABEL: sandbox._owner})
+    expired = sandbox.client.containers.create(sandbox.image, ["/usr/bin/true"], labels={
+        LABEL: "1", OWNER_LABEL: f"elsewhere:{os.getpid()}", DEADLINE_LABEL: str(int(time.time()) - 1)})
     try:
-        assert sandbox.remove_orphans() == [orphan.short_id]
-        with pytest.raises(docker.errors.NotFound):
-            orphan.reload()
+        assert sorted(sandbox.remove_orphans()) == sorted([orphan.short_id, expired.short_id])
+        for gone in (orphan, expired):
+            with pytest.raises(docker.errors.NotFound):
+                gone.reload()
     finally:
         alive.remove(force=True)
+
+
+CHILD_RUNS_A_DOCKER_JOB = """
+import sys, time
+from pathlib import Path
+from evoforge.sandbox import Job, Limits
+from evoforge.sandbox.docker import DockerSandbox
+
+engine, workdir, marker = sys.argv[1:]
+code = "import subprocess, time; subprocess.Popen(['sleep', '600']); time.sleep(600)  # " + marker
+DockerSandbox(base_url=engine).run(Job([sys.executable, "-c", code], Path(workdir), Limits(timeout_s=3)))
+"""
+
+
+@pytest.mark.integration
+def test_the_timeout_holds_when_evoforge_is_killed(sandbox: DockerSandbox, docker_engine: str,
+                                                   tmp_path: Path) -> None:
+    marker = f"orphan-{uuid.uuid4().hex[:12]}"
+    tmp_path.chmod(0o755)
+    child = subprocess.Popen([sys.executable, "-c", CHILD_RUNS_A_DOCKER_JOB, docker_engine, str(tmp_path), marker])
+    try:
+        owner = f"{sandbox._owner.rpartition(':')[0]}:{child.pid}"
+        for _ in range(300):  # until the job's processes run in their container
+            if sandbox.client.containers.list(filters={"label": f"{OWNER_LABEL}={owner}"}) and running(marker):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the child's container never ran its job")
+    finally:
+        child.kill()
+        child.wait()
+    # no other backend starts (it would sweep the orphan): the container's own deadline must end it
+    for _ in range(300):
+        if not sandbox.client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}):
+            break
+        time.sleep(0.1)
+    assert sandbox.client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}) == []
+    assert not running(marker), "the job's processes outlived their container"
 
 
 @pytest.mark.integration

@@ -289,12 +289,12 @@ def test_fork_bomb_is_contained_and_cleaned_up(mode: str, workdir: Path) -> None
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        result, elapsed = run_py(mode, workdir, code, timeout_s=1.5, max_processes=20)
+        result, _ = run_py(mode, workdir, code, timeout_s=10, max_processes=20)
     finally:
         stop.set()
         watcher.join()
     uid = int((workdir / "uid").read_text())
-    assert result.killed_reason == "timeout" and elapsed < 3
+    assert result.killed_reason == "pids", result  # stopped at its process limit, long before the clock
     assert counts and max(counts) <= 21, f"process counts seen: {counts}"  # +1: the kill helper
     assert processes_of(uid) == {}
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+FLOOD_FACTOR = 16
+"""A stream producing more than FLOOD_FACTOR x max_output_bytes is stopped ('output'): it only prints."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -51,9 +54,13 @@ class SandboxResult:
     peak_memory_mb: float = 0.0
     gpu_seconds: float = 0.0
     killed_reason: str | None = None
-    """'timeout' | 'memory' | 'output' | 'signal:<NAME>' | None"""
+    """The limit the job hit ('timeout' | 'memory' | 'pids' | 'output'), 'signal:<NAME>', a backend's own
+    failure ('worker_lost', ...), or None; set by `ending.end_reason`. A limit may be named with a
+    returncode: a process of the job was killed by it, and the job's first process went on to exit."""
     backend: str = ""
     warnings: list[str] = field(default_factory=list)
+    limits: Limits | None = None
+    """The limits the job ran under, so a failure can name the value it hit."""
 
     @property
     def ok(self) -> bool:
@@ -61,12 +68,29 @@ class SandboxResult:
 
     def describe_failure(self) -> str | None:
         """One sentence a person (or the Debugger) can act on, or None if the job succeeded."""
+        limits = self.limits
         if self.killed_reason == "timeout":
-            return f"killed after exceeding the wall-clock limit ({self.wall_s:.1f}s)"
+            limit = f"{limits.timeout_s:g} s, " if limits else ""
+            return f"killed after exceeding the wall-clock limit ({limit}ran {self.wall_s:.1f}s)"
         if self.killed_reason == "memory":
-            return f"killed by the memory limit (peak ≈ {self.peak_memory_mb:.0f} MB)"
+            limit = f"{limits.memory_mb} MB, " if limits and limits.memory_mb else ""
+            if self.returncode is None or self.returncode < 0:
+                return f"killed by the memory limit ({limit}peak ≈ {self.peak_memory_mb:.0f} MB)"
+            return (f"hit the memory limit ({limit}peak ≈ {self.peak_memory_mb:.0f} MB): the kernel killed a "
+                    f"process of it, and it exited with status {self.returncode}")
+        if self.killed_reason == "pids":
+            limit = f" ({limits.max_processes} processes and threads)" if limits and limits.max_processes else ""
+            if self.returncode is None:
+                return f"killed at the process limit{limit}: its forks kept failing"
+            return f"hit the process limit{limit} (a fork failed) and exited with status {self.returncode}"
         if self.killed_reason == "output":
-            return "killed for flooding its output"
+            limit = f" (more than {FLOOD_FACTOR * limits.max_output_bytes} bytes on one stream)" if limits else ""
+            return f"killed for flooding its output{limit}"
+        if self.killed_reason == "signal:SIGXFSZ":
+            limit = f" ({limits.max_file_mb} MB)" if limits and limits.max_file_mb else ""
+            return f"killed for writing a file beyond the file-size limit{limit} (SIGXFSZ)"
+        if self.killed_reason == "signal:SIGXCPU":
+            return "killed at the CPU-time limit (SIGXCPU)"
         if self.killed_reason == "worker_lost":
             return "killed when the Ray worker running it died (on every retry)"
         if self.killed_reason == "unschedulable":

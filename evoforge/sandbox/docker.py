@@ -8,6 +8,12 @@ are handed back the same way. stdout/stderr are read from the attach stream into
 engine's own log driver is off, so a flood never reaches the engine's disk). The framework's timeout kills
 the container; every container is removed when its job ends, whatever happened.
 
+The limits hold without evoforge: the job runs under `timeout -s KILL` inside its container (a backstop
+`BACKSTOP_GRACE_S` past the stage timeout; the image needs coreutils' or busybox's `timeout`), and the engine
+removes a container as soon as it stops (auto_remove). So a SIGKILL of evoforge leaves no container
+running past its deadline, and none behind once it ends. A container that never started is removed by the
+next backend start on the engine, once its owner is dead or its deadline (a label) has passed.
+
 The engine must see this machine's paths (a local socket, or a Ray worker's own engine): the work dir is
 bind-mounted, not copied.
 """
@@ -26,18 +32,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evoforge.sandbox.base import Job, Limits, SandboxResult
+from evoforge.sandbox.base import FLOOD_FACTOR, Job, Limits, SandboxResult
 from evoforge.sandbox.capture import StreamCapture
 from evoforge.sandbox.docker_usage import CgroupUsage
+from evoforge.sandbox.ending import PIDS_GRACE_S, JobEnd, end_reason
 from evoforge.sandbox.identity import JobIdentity, SandboxError
 from evoforge.sandbox.images import ensure_host_runtime_image, host_runtime_mounts, minimal_cover
-from evoforge.sandbox.local import FLOOD_FACTOR, job_env
+from evoforge.sandbox.local import job_env
 
 log = logging.getLogger(__name__)
 
 LABEL = "org.evoforge.sandbox"
 OWNER_LABEL = "org.evoforge.owner"
 """host:pid of the evoforge process that created the container (orphans of dead owners are swept)."""
+DEADLINE_LABEL = "org.evoforge.deadline"
+"""Unix time after which the container has no reason to exist, whoever owns it (swept at backend start)."""
+BACKSTOP_GRACE_S = 2.0
+"""The in-container timeout fires this long after the stage timeout: the supervisor normally kills first."""
+START_ALLOWANCE_S = 60.0
+"""Between creating a container and its start; part of the deadline label."""
 _SAMPLE_S = 0.1
 
 
@@ -121,6 +134,7 @@ class DockerSandbox:
         limits = job.limits
         argv = list(job.argv)
         readonly = [*job.readonly_paths]
+        backstop_s = limits.timeout_s + BACKSTOP_GRACE_S
         if self.host_runtime:
             program = shutil.which(argv[0])
             readonly += [Path(program).resolve().parent] if program else []
@@ -129,6 +143,8 @@ class DockerSandbox:
             if argv[0] in (sys.executable, os.path.realpath(sys.executable)):
                 argv[0] = self.python  # our interpreter's path means "the image's Python"
             binds = [(str(p), str(p)) for p in minimal_cover(readonly)]
+        # PID 1 of the container (or the engine's init's only child): when it ends, the kernel kills the rest
+        argv = ["timeout", "-s", "KILL", f"{backstop_s:.3f}", *argv]
         mounts = [Mount(target, source, type="bind", read_only=True) for source, target in binds]
         mounts.append(Mount(str(workdir), str(workdir), type="bind", read_only=False))
         env = job_env(job, workdir)
@@ -149,7 +165,9 @@ class DockerSandbox:
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={tmpfs_bytes},mode=1777"}, shm_size=tmpfs_bytes,
             nano_cpus=int(limits.cpus * 1e9), cap_drop=["ALL"], security_opt=["no-new-privileges"],
             ulimits=ulimits, device_requests=device_requests or None, log_config={"type": "none"},
-            labels={LABEL: "1", OWNER_LABEL: self._owner}, stdin_open=False, detach=True,
+            labels={LABEL: "1", OWNER_LABEL: self._owner,
+                    DEADLINE_LABEL: f"{time.time() + START_ALLOWANCE_S + backstop_s:.0f}"},
+            stdin_open=False, detach=True, auto_remove=True,
         )
         if limits.memory_mb:
             settings.update(mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m")
@@ -177,6 +195,7 @@ class DockerSandbox:
         reader.start()
         exit_status: dict[str, Any] = {}
         exited = threading.Event()
+        started_at = time.time()
         try:
             container.start()
         except docker.errors.DockerException as exc:
@@ -189,8 +208,9 @@ class DockerSandbox:
         killed_by_us = None
         deadline = start + limits.timeout_s
         while not exited.wait(max(0.0, min(_SAMPLE_S, deadline - time.monotonic()))):
-            if flooded.is_set() or time.monotonic() >= deadline:
-                killed_by_us = "output" if flooded.is_set() else "timeout"
+            now = time.monotonic()
+            if flooded.is_set() or now >= deadline or usage.forks_keep_failing(now, PIDS_GRACE_S):
+                killed_by_us = "output" if flooded.is_set() else "timeout" if now >= deadline else "pids"
                 self._kill(container)
                 break
             usage.sample()
@@ -200,17 +220,19 @@ class DockerSandbox:
         reader.join(2.0)
         warnings = ["the output stream was still open 2 s after the container ended"] if reader.is_alive() else []
         code = exit_status.get("StatusCode")
-        oom = False
-        if code not in (0, None) and killed_by_us is None:
-            container.reload()
-            oom = bool(container.attrs["State"].get("OOMKilled"))
         if isinstance(code, int) and code > 128 and (code - 128) in signal.valid_signals():
             code = -(code - 128)  # the engine reports a signal death as 128 + signal
+        stderr = err.text()
+        if code is None and killed_by_us is None:
+            reason: str | None = f"engine: {exit_status.get('Error') or 'no exit status'}"
+        else:
+            oom = killed_by_us is None and self._oom_killed(container, started_at)
+            reason = end_reason(JobEnd(code, killed_by_us, wall, oom_killed=oom, stderr=stderr,
+                                       pids_limit_hit=usage.forks_refused > 0, peak_memory_mb=usage.peak_mb), limits)
         return SandboxResult(
-            returncode=None if killed_by_us else code, stdout=out.text(), stderr=err.text(), wall_s=wall,
+            returncode=None if killed_by_us else code, stdout=out.text(), stderr=stderr, wall_s=wall,
             cpu_s=usage.cpu_s, peak_memory_mb=usage.peak_mb, gpu_seconds=wall * gpus_held(limits),
-            killed_reason=killed_by_us or _exit_reason(code, oom, exit_status), backend=self.name,
-            warnings=warnings,
+            killed_reason=reason, backend=self.name, warnings=warnings, limits=limits,
         )
 
     def _wait(self, container: Any, exit_status: dict[str, Any], exited: threading.Event) -> None:
@@ -232,6 +254,19 @@ class DockerSandbox:
         except docker.errors.DockerException as exc:  # it may have exited on its own meanwhile
             log.info("killing container %s: %s", container.short_id, exc)
 
+    def _oom_killed(self, container: Any, since: float) -> bool:
+        """Whether the kernel's OOM killer killed a process of the (ended) container, e.g. a child the
+        evaluator survived. Asked of the engine's event log: the container itself is already auto-removed."""
+        import docker
+
+        try:
+            events = self.client.events(since=f"{since - 1:.3f}", until=f"{time.time():.3f}", decode=True,
+                                        filters={"container": container.id, "event": "oom"})
+            return any(True for _ in events)
+        except docker.errors.DockerException as exc:
+            log.warning("reading the engine's events of container %s failed: %s", container.short_id, exc)
+            return False
+
     def _remove(self, container: Any) -> None:
         import docker
 
@@ -239,6 +274,16 @@ class DockerSandbox:
             container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass  # already gone
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                log.error("could not remove container %s: %s", container.short_id, exc)
+                return
+            try:  # 409: the engine is auto-removing it already; the job ends when it is gone
+                self.client.api.wait(container.id, timeout=30, condition="removed")
+            except docker.errors.NotFound:
+                pass  # removed meanwhile
+            except Exception as wait_exc:  # a timeout surfaces from requests, not as a DockerException
+                log.warning("container %s was still being removed after 30 s: %s", container.short_id, wait_exc)
         except docker.errors.DockerException as exc:
             log.error("could not remove container %s: %s", container.short_id, exc)
 
@@ -247,22 +292,27 @@ class DockerSandbox:
         self.client.close()
 
     def remove_orphans(self) -> list[str]:
-        """Remove containers left by evoforge processes on this host that no longer exist; their ids."""
+        """Remove containers left by evoforge processes on this host that no longer exist, and any past
+        its deadline (whichever host made it); their ids."""
         import docker
 
         host = socket.gethostname()
         removed = []
         for container in self.client.containers.list(all=True, filters={"label": LABEL}):
             owner_host, _, pid = container.labels.get(OWNER_LABEL, "").rpartition(":")
-            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            orphan = owner_host == host and pid.isdigit() and not _alive(int(pid))
+            deadline = container.labels.get(DEADLINE_LABEL, "")
+            if not orphan and not (deadline.isdigit() and int(deadline) < time.time()):
                 continue
             try:
                 container.remove(force=True, v=True)
                 removed.append(container.short_id)
+            except docker.errors.NotFound:
+                pass  # it ended and the engine removed it meanwhile
             except docker.errors.DockerException as exc:
                 log.warning("could not remove orphaned container %s: %s", container.short_id, exc)
         if removed:
-            log.warning("removed containers left by dead evoforge processes: %s", removed)
+            log.warning("removed containers left by dead evoforge processes or past their deadline: %s", removed)
         return removed
 
 
@@ -277,16 +327,6 @@ def _demultiplex(stream: Any, out: StreamCapture, err: StreamCapture) -> None:
         log.warning("reading a container's output failed: %s", exc)
     finally:
         stream.close()
-
-
-def _exit_reason(code: int | None, oom: bool, exit_status: dict[str, Any]) -> str | None:
-    if oom:
-        return "memory"
-    if code is None:
-        return f"engine: {exit_status.get('Error') or 'no exit status'}"
-    if code < 0:
-        return f"signal:{signal.Signals(-code).name}"
-    return None
 
 
 def _alive(pid: int) -> bool:

@@ -35,9 +35,13 @@ class SandboxError(RuntimeError):
 
 class ProcessSample(NamedTuple):
     rss_kb: int
+    """Proportional resident memory (Pss): a page shared by n processes counts 1/n to each, so the sum over
+    a job's processes counts it once (forked children share most of their parent's pages)."""
     peak_rss_kb: int
     """VmHWM: the process's own high-water mark since its last exec."""
     cpu_s: float
+    threads: int
+    """Tasks of the process: what RLIMIT_NPROC and a cgroup's pids limit count."""
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,9 +67,18 @@ def processes_of(uid: int) -> dict[int, ProcessSample]:
         except (OSError, IndexError):
             continue  # exited while we looked
         cpu_s = sum(int(t) for t in times) / _TICKS
-        found[int(entry)] = ProcessSample(status_field(status, b"VmRSS") or 0, status_field(status, b"VmHWM") or 0,
-                                          cpu_s)
+        found[int(entry)] = ProcessSample(_pss_kb(entry) or status_field(status, b"VmRSS") or 0,
+                                          status_field(status, b"VmHWM") or 0, cpu_s,
+                                          status_field(status, b"Threads") or 1)
     return found
+
+
+def _pss_kb(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            return status_field(b"\n" + f.read(), b"Pss")
+    except OSError:  # exited, or a kernel without smaps_rollup: VmRSS stands in
+        return None
 
 
 def status_field(status: bytes, name: bytes) -> Any:

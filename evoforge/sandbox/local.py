@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Literal
 
 from evoforge.sandbox import bubblewrap
-from evoforge.sandbox.base import Job, Limits, SandboxResult
+from evoforge.sandbox.base import FLOOD_FACTOR, Job, Limits, SandboxResult
 from evoforge.sandbox.capture import StreamCapture
+from evoforge.sandbox.ending import PIDS_GRACE_S, JobEnd, end_reason
 from evoforge.sandbox.identity import DEFAULT_UID_BASE, SLOTS, JobIdentity, SandboxError, status_field
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,6 @@ ISOLATIONS: tuple[str, ...] = ("auto", "bubblewrap", "none")
 _POLL_S = 0.02
 _MEMORY_SAMPLE_S = 0.25
 _FIRST_SAMPLE_S = 0.05
-FLOOD_FACTOR = 16
-"""A stream producing more than FLOOD_FACTOR x max_output_bytes is stopped ('output'): it only prints."""
-_MEMORY_TEXTS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 
 NOT_ISOLATED = (
     "not isolated: the job shares the host network, sees the whole host filesystem with the permissions of "
@@ -120,7 +118,7 @@ class LocalSandbox:
         assert proc.stdout is not None and proc.stderr is not None
         out = StreamCapture(proc.stdout, limits.max_output_bytes, flood_bytes, flooded.set).start()
         err = StreamCapture(proc.stderr, limits.max_output_bytes, flood_bytes, flooded.set).start()
-        killed_by_us, sampled = None, _Usage(identity)
+        killed_by_us, sampled = None, _Usage(identity, limits.max_processes)
         try:
             killed_by_us = _watch(proc.pid, start + limits.timeout_s, limits, sampled, flooded)
         finally:
@@ -142,12 +140,14 @@ class LocalSandbox:
         # its ru_maxrss at exec: the figure says something about the job only when it is above ours.
         tree_peak_kb = usage.ru_maxrss if usage.ru_maxrss > own_peak_kb else 0
         peak_mb = max(tree_peak_kb, sampled.peak_kb) / 1024
+        end = JobEnd(code, killed_by_us, wall, pids_limit_hit=sampled.pids_limit_hit, stderr=stderr,
+                     peak_memory_mb=peak_mb)  # oom_killed unknown: no cgroup of our own to ask
         return SandboxResult(
             returncode=None if killed_by_us else code,
             stdout=out.text(), stderr=stderr, wall_s=wall, cpu_s=max(usage.ru_utime + usage.ru_stime, sampled.cpu_s),
             peak_memory_mb=peak_mb, gpu_seconds=wall * limits.gpus,  # GPUs are held for the whole run
-            killed_reason=killed_by_us or _exit_reason(code, stderr, peak_mb, limits),
-            backend=f"{self.name}/{'bubblewrap' if isolated else 'plain'}", warnings=warnings,
+            killed_reason=end_reason(end, limits), backend=f"{self.name}/{'bubblewrap' if isolated else 'plain'}",
+            warnings=warnings, limits=limits,
         )
 
     def _prlimit_argv(self, limits: Limits, identity: JobIdentity) -> list[str]:
@@ -188,21 +188,31 @@ def job_env(job: Job, workdir: Path) -> dict[str, str]:
 
 
 class _Usage:
-    """What sampling /proc saw of the job: its peak memory, and the CPU time of processes that are killed
-    without being reaped by a parent (their rusage never reaches us)."""
+    """What sampling /proc saw of the job: its peak memory, its task count against the process limit, and
+    the CPU time of processes that are killed without being reaped by a parent (their rusage never reaches
+    us)."""
 
-    def __init__(self, identity: JobIdentity):
+    def __init__(self, identity: JobIdentity, max_processes: int | None):
         self._identity = identity
+        # RLIMIT_NPROC counts the tasks of a uid: it limits the job only when the job has a uid of its own
+        self._max_tasks = max_processes if identity.switch else None
         self.peak_kb = 0
+        self.pids_limit_hit = False
+        self.at_pids_limit_since: float | None = None
         self._cpu_by_pid: dict[int, float] = {}
 
     def sample(self) -> int:
-        """Take a sample; returns the summed resident memory of the job's processes in kB."""
+        """Take a sample; returns the summed proportional resident memory of the job's processes in kB."""
         live = self._identity.live_processes()
         self._cpu_by_pid.update({pid: p.cpu_s for pid, p in live.items()})
         procs = live.values()
         rss_kb = sum(p.rss_kb for p in procs)
         self.peak_kb = max(self.peak_kb, rss_kb, *(p.peak_rss_kb for p in procs))
+        if self._max_tasks and sum(p.threads for p in procs) >= self._max_tasks:
+            self.pids_limit_hit = True  # the next fork fails
+            self.at_pids_limit_since = self.at_pids_limit_since or time.monotonic()
+        else:
+            self.at_pids_limit_since = None
         return rss_kb
 
     @property
@@ -213,9 +223,10 @@ class _Usage:
 def _watch(pid: int, deadline: float, limits: Limits, usage: _Usage, flooded: threading.Event) -> str | None:
     """Wait for the first process to exit (None) or a limit to be hit (the killed_reason).
 
-    Memory is sampled as the summed RSS of the job's processes, which bounds the total even when each
-    process stays under RLIMIT_AS; the peak also takes each process's own high-water mark (VmHWM), but a
-    short-lived process that comes and goes between samples is not seen.
+    Memory is sampled as the summed proportional RSS of the job's processes, which bounds the total even
+    when each process stays under RLIMIT_AS; the peak also takes each process's own high-water mark (VmHWM),
+    but a short-lived process that comes and goes between samples is not seen. A job that stays at its
+    process limit for PIDS_GRACE_S is stopped ('pids').
     """
     limit_kb = (limits.memory_mb or 0) * 1024
     next_sample = time.monotonic() + _FIRST_SAMPLE_S
@@ -227,28 +238,10 @@ def _watch(pid: int, deadline: float, limits: Limits, usage: _Usage, flooded: th
         if now >= next_sample:
             if usage.sample() > limit_kb > 0:
                 return "memory"
+            if usage.at_pids_limit_since is not None and time.monotonic() - usage.at_pids_limit_since >= PIDS_GRACE_S:
+                return "pids"
             next_sample = now + _MEMORY_SAMPLE_S
         time.sleep(min(_POLL_S, max(deadline - now, 0.001)))
-    return None
-
-
-def _exit_reason(code: int, stderr: str, peak_mb: float, limits: Limits) -> str | None:
-    """Why a job that ended on its own failed, when the cause was a limit or a signal.
-
-    RLIMIT_AS makes allocations fail inside the job rather than killing it, so running out of memory is
-    recognised by heuristics: an out-of-memory message in the stderr tail of a failed job, a SIGKILL we did
-    not send (the kernel OOM killer), or a SIGSEGV/SIGABRT with the peak within 10 % of the limit.
-    """
-    if code == 0:
-        return None
-    if limits.memory_mb:
-        tail = stderr[-4000:]
-        if any(text in tail for text in _MEMORY_TEXTS) or code == -signal.SIGKILL:
-            return "memory"
-        if code in (-signal.SIGSEGV, -signal.SIGABRT) and peak_mb >= 0.9 * limits.memory_mb:
-            return "memory"
-    if code < 0:
-        return f"signal:{signal.Signals(-code).name}"
     return None
 
 

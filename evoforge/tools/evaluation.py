@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from evoforge.sandbox.base import Job, Limits, Sandbox, SandboxResult
+from evoforge.sandbox.ending import RESOURCE_LIMITS
 from evoforge.tasks.spec import METRICS_FILE, STAGE_SETTINGS_ENV, EvaluationReport, Stage, TaskSpec
 from evoforge.tools.engineer_tools import ENGINEER_TOOLS, read_log_tail, read_metrics
 from evoforge.tools.job_files import RESULTS_DIR, read_job_file
@@ -35,7 +36,6 @@ CHECK_FILE = "check.json"
 EVOFORGE_PACKAGE = Path(__file__).resolve().parents[1]
 """Made readable inside the sandbox: evaluators and adapters may import evoforge (e.g. its kernels)."""
 TAIL_CHARS = 4000
-_RESOURCE_KILLS = ("memory", "output", "signal:SIGXCPU", "signal:SIGXFSZ")  # the last two: CPU / file rlimits
 _TRACEBACK_STARTS = ("Traceback (most recent call last):", "Fatal Python error:")
 
 
@@ -155,7 +155,7 @@ def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -
     happened = _clause(result)
     if result.killed_reason == "timeout":
         return _fail(outcome, "timeout", f"{prefix} the evaluation {happened}.")
-    if result.killed_reason in _RESOURCE_KILLS:
+    if result.killed_reason in RESOURCE_LIMITS:
         return _fail(outcome, "resource_limit", f"{prefix} the evaluation {happened}.")
     report, problem = _read_report(workdir / RESULTS_DIR)
     if report is None:
@@ -175,7 +175,8 @@ def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -
             # RLIMIT_AS surfaces as a MemoryError the evaluator may catch and report: still a resource limit
             return _fail(outcome, "resource_limit", f"{prefix} the candidate ran out of memory (MemoryError "
                                                     f"under the {stage.resources.memory_mb} MB limit).")
-        return _fail(outcome, "runtime_error", f"{prefix} the candidate raised {_clean(report.error or raised)}.")
+        # the evaluator's error often says itself what raised ("run_packing() raised KeyError: ...")
+        return _fail(outcome, "runtime_error", f"{prefix} the candidate failed: {_clean(report.error or raised)}.")
     if not report.valid:
         return _fail(outcome, "invalid", f"{prefix} the evaluator marked the candidate invalid: "
                                          f"{_clean(report.error or 'no reason given')}.")

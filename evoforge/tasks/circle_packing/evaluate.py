@@ -22,10 +22,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -115,12 +116,26 @@ def stage_settings(stage: str) -> dict:
     return settings
 
 
-def _tail(path: Path) -> str:
-    if not path.is_file():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - TAIL_CHARS))
-        return handle.read().decode("utf-8", errors="replace")
+class _Relay(threading.Thread):
+    """Copies a child's output stream to ours, keeping its last TAIL_CHARS bytes: the output reaches the
+    sandbox's own bounded capture and output limit (a flood is stopped and named there), not a scratch file
+    that fills /tmp."""
+
+    def __init__(self, source: IO[bytes], target: IO[bytes]):
+        super().__init__(daemon=True)
+        self.source, self.target, self.tail = source, target, b""
+
+    def run(self) -> None:
+        while chunk := os.read(self.source.fileno(), 65536):
+            self.tail = (self.tail + chunk)[-TAIL_CHARS:]
+            with contextlib.suppress(OSError):  # our own stream closed: keep draining the child
+                self.target.write(chunk)
+                self.target.flush()
+        self.source.close()
+
+    def text(self) -> str:
+        self.join(timeout=2.0)  # a grandchild the session kill missed may hold the pipe open
+        return self.tail.decode("utf-8", errors="replace")
 
 
 def run_candidate(program: Path, timeout_s: float) -> dict:
@@ -128,25 +143,28 @@ def run_candidate(program: Path, timeout_s: float) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="circle-packing-"))
     out_path = scratch / "packing_output.json"
     try:
-        with (scratch / "stdout.txt").open("wb") as out, (scratch / "stderr.txt").open("wb") as err:
-            child = subprocess.Popen(
-                [sys.executable, "-c", CHILD_SOURCE, str(program.resolve()), str(out_path)],
-                cwd=scratch,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-            timed_out = False
-            try:
-                child.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            # Kill the whole session, so nothing the candidate started outlives this check.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        run = {"stdout_tail": _tail(scratch / "stdout.txt"), "stderr_tail": _tail(scratch / "stderr.txt")}
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD_SOURCE, str(program.resolve()), str(out_path)],
+            cwd=scratch,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert child.stdout is not None and child.stderr is not None
+        relays = [_Relay(child.stdout, sys.stdout.buffer), _Relay(child.stderr, sys.stderr.buffer)]
+        for relay in relays:
+            relay.start()
+        timed_out = False
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        # Kill the whole session, so nothing the candidate started outlives this check.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        run = {"stdout_tail": relays[0].text(), "stderr_tail": relays[1].text()}
         if timed_out:
             error = f"the program did not finish within {timeout_s:g} s (killed)"
         elif not out_path.is_file():
