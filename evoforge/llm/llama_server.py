@@ -149,21 +149,20 @@ class LocalModelServer:
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Terminate the server's process group (SIGTERM, then SIGKILL after `timeout_s`)."""
+    def stop(self) -> None:
+        """Kill the server's process group and reap it (no zombie is left).
+
+        SIGKILL at once: on SIGTERM the server first finishes the generation in flight (see
+        `_die_with_parent`), so a stop while a model call runs would wait for that call; the server holds
+        nothing that needs a clean shutdown.
+        """
         process, self._process = self._process, None
         if process is None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=timeout_s)
-                break
-            except subprocess.TimeoutExpired:
-                logger.warning("llama.cpp server %s ignored %s; escalating", process.pid, sig.name)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            logger.debug("llama.cpp server %s had exited already; reaping it", process.pid)
         process.wait()
 
 
