@@ -124,6 +124,53 @@ def test_report_of_a_run_in_progress_escapes_what_the_models_wrote(tmp_path: Pat
     assert sorted(lineage["edges"]) == [[seed.id, child.id], [seed.id, other_lane.id]]
 
 
+def _with_failures() -> tuple[RunData, dict[str, NodeRecord]]:
+    """A seed, an improvement, a node whose costly stage a person rejected after its quick stage scored, and two
+    nodes that failed before any score; the reason the person gave holds markup that must be escaped."""
+    seed = node(0, "seed", score=1.0)
+    nodes = {
+        "seed": seed,
+        "better": node(1, "better", score=2.0, parent=seed.id),
+        "rejected": node(2, "rejected", status="rejected_by_human", score=1.5, parent=seed.id,
+                         error="a person rejected stage 'full' (cost 2.0): not worth the <b>GPU</b> today"),
+        "static": node(3, "static", status="static_rejected", parent=seed.id,
+                       error="SyntaxError: invalid syntax (line 3)"),
+        "crashed": node(3, "crashed", lane=1, status="runtime_failed", parent=seed.id, error="ZeroDivisionError"),
+    }
+    return run_data(list(nodes.values())), nodes
+
+
+def test_report_says_why_each_node_failed(tmp_path: Path) -> None:
+    data, _ = _with_failures()
+    html = write_report(data, tmp_path / "report").read_text()
+    assert "not worth the &lt;b&gt;GPU&lt;/b&gt; today" in html  # the person's reason, escaped
+    assert "SyntaxError: invalid syntax (line 3)" in html and "ZeroDivisionError" in html
+
+
+def test_score_plot_shows_unscored_and_rejected_nodes_by_status(tmp_path: Path) -> None:
+    data, nodes = _with_failures()
+    scores = sidecar(write_report(data, tmp_path / "report").parent, "scores")
+    assert [p[1] for s in scores["series"] for p in s["points"]] == [1.0, 2.0]  # not the rejected node's 1.5
+    assert scores["scored_nodes"] == 2
+    assert sorted((n["id"], n["status"]) for n in scores["unscored"]) == sorted(
+        (nodes[name].id, nodes[name].status) for name in ("rejected", "static", "crashed"))
+    assert scores["unscored_rows"] == ["rejected_by_human", "runtime_failed", "static_rejected"]
+
+
+def test_lineage_shows_a_rejected_node_without_a_score(tmp_path: Path) -> None:
+    data, nodes = _with_failures()
+    lineage = sidecar(write_report(data, tmp_path / "report").parent, "lineage")
+    by_id = {n["id"]: n for n in lineage["nodes"]}
+    assert by_id[nodes["rejected"].id]["score"] is None and by_id[nodes["rejected"].id]["failed"]
+    assert by_id[nodes["better"].id]["score"] == 2.0
+
+
+def test_lineage_axes_are_labelled(tmp_path: Path) -> None:
+    data, _ = _with_failures()
+    lineage = sidecar(write_report(data, tmp_path / "report").parent, "lineage")
+    assert lineage["axes"] == {"x": "round", "y": "family branch"}
+
+
 def test_report_of_a_run_with_no_node_yet(tmp_path: Path) -> None:
     index = write_report(run_data([], status="running"), tmp_path / "empty")
     assert "No valid node yet." in index.read_text()

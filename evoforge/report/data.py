@@ -49,6 +49,14 @@ def is_failure(node: NodeRecord) -> bool:
     return node.status != "evaluated"
 
 
+def figure_score(node: NodeRecord) -> float | None:
+    """The score a figure places a node at, or None to show it by its status instead. A node a person
+    rejected keeps the score of the cheaper stage it passed, but the rejection was no verdict on that score."""
+    if node.status == "rejected_by_human" or not is_finite_score(node.score):
+        return None
+    return node.score
+
+
 def code_diff(old: str, new: str, old_name: str, new_name: str) -> list[str]:
     """Unified diff lines (without line ends) from `old` to `new`."""
     return list(difflib.unified_diff(old.splitlines(), new.splitlines(), fromfile=old_name, tofile=new_name,

@@ -19,12 +19,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evoforge.memory.nodes import NodeRecord, is_finite_score
-from evoforge.report.data import RunData, is_failure, is_seed
+from evoforge.report.data import RunData, figure_score, is_failure, is_seed
 
 DPI = 100
 FUNNEL_COLOURS = {"generated": "#7f8c8d", "evaluated": "#2e86c1", "improved": "#27ae60"}
 REJECTION_COLOUR = "#c0392b"
+HUMAN_REJECTION_COLOUR = "#8e44ad"
 MAX_LABELLED_NODES = 30
+LINEAGE_Y_LABEL = "family branch"
+"""Vertical position only groups a family (a node's descendants sit beside it); it carries no value."""
 
 
 @dataclass
@@ -85,10 +88,37 @@ def _best_so_far(data: RunData, nodes: list[NodeRecord]) -> list[list[float]]:
     return steps
 
 
+def _draw_unscored(band: Any, nodes: list[NodeRecord]) -> list[str]:
+    """The nodes a score axis cannot place, one row per status, at their round; returns the rows' statuses."""
+    statuses = sorted({n.status for n in nodes})
+    for row, status in enumerate(statuses):
+        counts: dict[int, int] = defaultdict(int)
+        for n in nodes:
+            if n.status == status:
+                counts[n.round] += 1
+        colour = HUMAN_REJECTION_COLOUR if status == "rejected_by_human" else REJECTION_COLOUR
+        band.scatter(list(counts), [row] * len(counts), marker="X", s=40, color=colour)
+        for round_, count in counts.items():
+            if count > 1:
+                band.annotate(f"×{count}", (round_, row), xytext=(5, -3), textcoords="offset points", fontsize=7)
+    band.set_yticks(range(len(statuses)), [status.replace("_", " ") for status in statuses], fontsize=8)
+    band.set_ylim(-0.6, len(statuses) - 0.4)
+    band.set_ylabel("no score", fontsize=8)
+    band.grid(axis="x", alpha=0.3)
+    return statuses
+
+
 def plot_scores(data: RunData, out_dir: Path) -> Plot:
-    """Every node's score against its round, per lane/island, with the best-so-far line."""
-    fig = Figure(figsize=(9, 4.5))
-    ax = fig.add_subplot()
+    """Every node's score against its round, per lane/island, with the best-so-far line; below, in a band of
+    their own, the nodes with no score to show (failed before one, or a stage a person rejected)."""
+    unscored = [n for n in data.nodes if figure_score(n) is None]
+    bands = len({n.status for n in unscored})
+    fig = Figure(figsize=(9, 4.5 + 0.3 * bands), layout="constrained")
+    band = None
+    if unscored:
+        ax, band = fig.subplots(2, 1, sharex=True, height_ratios=[6, 1 + 0.6 * bands])
+    else:
+        ax = fig.add_subplot()
     label = _series_label(data)
     groups: dict[str, list[NodeRecord]] = defaultdict(list)
     for node in data.nodes:
@@ -97,7 +127,7 @@ def plot_scores(data: RunData, out_dir: Path) -> Plot:
     colours = [f"C{i}" for i in range(10)]
     for index, (name, nodes) in enumerate(sorted(groups.items())):
         colour = colours[index % len(colours)]
-        points: list[list[Any]] = [[n.round, n.score, n.valid] for n in nodes if is_finite_score(n.score)]
+        points: list[list[Any]] = [[n.round, n.score, n.valid] for n in nodes if figure_score(n) is not None]
         valid = [p for p in points if p[2]]
         invalid = [p for p in points if not p[2]]
         if valid:
@@ -119,14 +149,19 @@ def plot_scores(data: RunData, out_dir: Path) -> Plot:
     if not any(s["points"] for s in series):
         _empty(ax, "no scored node yet")
     else:
-        ax.set_xlabel("round")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"score ({data.direction})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
+    band_statuses = _draw_unscored(band, unscored) if band is not None else []
+    if data.nodes:
+        bottom = band if band is not None else ax
+        bottom.set_xlabel("round")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Score by round")
-    return _save(fig, out_dir, "scores", {"series": series, "best": overall,
-                                          "scored_nodes": sum(len(s["points"]) for s in series)})
+    return _save(fig, out_dir, "scores", {
+        "series": series, "best": overall, "scored_nodes": sum(len(s["points"]) for s in series),
+        "unscored": [{"id": n.id, "round": n.round, "status": n.status} for n in unscored],
+        "unscored_rows": band_statuses})
 
 
 def _tree_positions(data: RunData) -> dict[str, float]:
@@ -170,7 +205,7 @@ def plot_lineage(data: RunData, out_dir: Path) -> Plot:
     if edges:
         segments = [[(data.by_id[p].round, y[p]), (data.by_id[c].round, y[c])] for p, c in edges]
         ax.add_collection(LineCollection(segments, colors="#999", linewidths=0.8, zorder=1))
-    scores = [_score_of(n) for n in data.nodes if is_finite_score(n.score)]
+    scores = [score for n in data.nodes if (score := figure_score(n)) is not None]
     cmap = "viridis" if data.direction == "maximize" else "viridis_r"
     norm = Normalize(min(scores), max(scores)) if scores else Normalize(0, 1)
     best = data.best_node
@@ -180,8 +215,8 @@ def plot_lineage(data: RunData, out_dir: Path) -> Plot:
         group = [n for n in data.nodes if is_failure(n) == failed]
         if not group:
             continue
-        scored = [n for n in group if is_finite_score(n.score)]
-        unscored = [n for n in group if not is_finite_score(n.score)]
+        scored = [n for n in group if figure_score(n) is not None]
+        unscored = [n for n in group if figure_score(n) is None]
         marker = "X" if failed else "o"
         edge = REJECTION_COLOUR if failed else "black"
         if scored:
@@ -190,7 +225,8 @@ def plot_lineage(data: RunData, out_dir: Path) -> Plot:
                                   label="failed (scored)" if failed else "evaluated")
         if unscored:
             ax.scatter([n.round for n in unscored], [y[n.id] for n in unscored], color="#d5d8dc", marker=marker,
-                       s=70, edgecolors=edge, zorder=3, label="failed (no score)" if failed else "no score")
+                       s=70, edgecolors=edge, zorder=3,
+                       label="failed or rejected (no score)" if failed else "no score")
         drawn += group
     if mappable is not None:
         fig.colorbar(mappable, ax=ax, label="score", fraction=0.04)
@@ -207,12 +243,14 @@ def plot_lineage(data: RunData, out_dir: Path) -> Plot:
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yticks([])
+        ax.set_ylabel(LINEAGE_Y_LABEL)
         ax.margins(x=0.08, y=0.12)
         fig.legend(fontsize=8, loc="outside lower center", ncol=5, frameon=False)
     ax.set_title("Lineage (parent → child)")
-    nodes = [{"id": n.id, "name": n.name, "round": n.round, "y": y[n.id], "score": n.score, "status": n.status,
-              "failed": is_failure(n), "improving": n.id in data.improving_ids} for n in drawn]
-    return _save(fig, out_dir, "lineage", {"nodes": nodes, "edges": edges})
+    nodes = [{"id": n.id, "name": n.name, "round": n.round, "y": y[n.id], "score": figure_score(n),
+              "status": n.status, "failed": is_failure(n), "improving": n.id in data.improving_ids} for n in drawn]
+    return _save(fig, out_dir, "lineage", {"nodes": nodes, "edges": edges,
+                                           "axes": {"x": ax.get_xlabel(), "y": ax.get_ylabel()}})
 
 
 def plot_funnel(data: RunData, out_dir: Path) -> Plot:
