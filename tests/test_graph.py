@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from evoforge.agents.base import TRANSCRIPT
-from evoforge.config import RunConfig
+from evoforge.config import ConfigError, RunConfig
 from evoforge.graph import resources
 from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
 from evoforge.memory.database import Database
+from evoforge.memory.nodes import NodeStore
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy"
@@ -145,3 +146,20 @@ def test_runs_of_one_process_each_read_the_script_from_its_start(database: Datab
     store = resources.get_resources(config).nodes
     for run_id in ("first", "second"):
         assert [node.name for node in store.list_nodes(run_id)] == ["seed", "v2", "v3"], run_id
+
+
+def test_a_missing_script_stops_the_run_before_its_first_step(database: Database, tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_script.yaml"
+    settings: dict[str, Any] = {"task": str(TOY), "rounds": 1, "database_url": database.url,
+                                "state_dir": tmp_path / "state"}
+    steps: list[str] = []
+    with pytest.raises(ConfigError, match=f"llm: the researcher model cannot be built: .*cannot read {missing}"):
+        start_run(RunConfig(**settings, llm={"provider": "scripted", "script": str(missing)}), "broken",
+                  on_update=lambda node, update: steps.append(node))
+    with pytest.raises(ConfigError, match=f"roles.analyzer: the analyzer model cannot be built: .*{missing}"):
+        start_run(RunConfig(**settings, llm={"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")},
+                            roles={"analyzer": {"provider": "scripted", "script": str(missing)}}), "broken-too",
+                  on_update=lambda node, update: steps.append(node))
+    assert steps == [], "a step ran before the configuration was checked"
+    store = NodeStore(database)
+    assert store.list_nodes("broken") == [] and store.list_nodes("broken-too") == [], "the seed was evaluated"

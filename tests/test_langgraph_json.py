@@ -4,6 +4,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+from langgraph.pregel import Pregel
+from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
+
+from evoforge.config import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +28,8 @@ def test_targets_import() -> None:
     for graph_id, target in config["graphs"].items():
         assert graph_id.islower(), graph_id
         graph = _load(target)
+        if not isinstance(graph, Pregel):  # a factory the server calls with its runtime
+            graph = graph(_ReadRuntime(access_context="assistants.read", store=None))
         assert graph.checkpointer is None, "the dev server refuses a graph compiled with its own checkpointer"
     assert callable(_load(config["checkpointer"]["path"]))
     assert (ROOT / ".env.example").is_file()
@@ -42,3 +50,18 @@ def test_graph_has_every_agent() -> None:
         "analyze_result",
         "record_node",
     } <= nodes
+
+
+def test_the_served_graph_refuses_a_context_a_config_file_could_not_hold() -> None:
+    """The server drops context keys its schema does not list; the factory sees them first and refuses them."""
+    from evoforge.graph.builder import graph, research_graph
+
+    def run_with(context: object) -> object:
+        return research_graph(_ExecutionRuntime(access_context="threads.create_run", store=None, context=context))
+
+    assert run_with({"task": "circle_packing", "rounds": 2}) is graph
+    assert run_with({}) is graph, "a resume carries no context: the run's recorded settings apply"
+    with pytest.raises(ConfigError, match=r"hyperparams: Extra inputs are not permitted \(got 3\)"):
+        run_with({"task": "circle_packing", "hyperparams": 3})
+    with pytest.raises(ConfigError, match="rounds: Input should be greater than or equal to 0"):
+        run_with({"rounds": -1})

@@ -262,10 +262,11 @@ def test_thread_contexts_are_checked_like_config_files_and_threads_do_not_share_
     client = get_sync_client(url=dev_server)
     toy = {"task": str(Path(__file__).parent / "fixtures" / "tasks" / "toy"), "rounds": 1,
            "state_dir": str(tmp_path / "state"), "sampling": {"policy": "greedy"}}
+    scripted = {**toy, "llm": {"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")}}
 
     # a key a config file could not hold fails the run, as `evoforge run --config` would (it is not dropped)
     steps, errors = stream_steps_and_errors(client, client.threads.create()["thread_id"],
-                                            {**toy, "hyperparams": {"lr": 0.1}})
+                                            {**scripted, "hyperparams": {"lr": 0.1}})
     assert steps == [] and any("hyperparams: Extra inputs are not permitted" in e for e in errors), errors
 
     # a script that does not exist is reported before the first step does anything
@@ -275,7 +276,6 @@ def test_thread_contexts_are_checked_like_config_files_and_threads_do_not_share_
     assert steps == [] and any(f"cannot read {missing}" in e for e in errors), errors
 
     # two threads served by the same scripted model each read the script from its start
-    scripted = {**toy, "llm": {"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")}}
     for _ in range(2):
         steps, errors = stream_steps_and_errors(client, client.threads.create()["thread_id"], scripted)
         assert not errors and dict(steps)["propose_candidate"]["candidate"]["name"] == "v2"

@@ -1,5 +1,6 @@
 """Wiring of the research graph (one round: sample → propose → check → novelty → evaluate ⇄ debug →
-analyze → record). `graph` is compiled without a checkpointer for `langgraph dev`, which brings its own."""
+analyze → record). `graph` is compiled without a checkpointer for `langgraph dev`, which brings its own;
+the server gets it through `research_graph`, which validates a run's context first."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph_sdk.runtime import ServerRuntime
 
 from evoforge.agents.analyzer import analyze_result
 from evoforge.agents.bootstrap import prepare_run
@@ -18,7 +20,7 @@ from evoforge.agents.recorder import record_node
 from evoforge.agents.researcher import propose_candidate
 from evoforge.agents.sampler import sample_context
 from evoforge.agents.static_checker import check_candidate
-from evoforge.config import RunConfig
+from evoforge.config import RunConfig, load_config
 from evoforge.graph import routing
 from evoforge.graph.state import InputState, State
 
@@ -47,3 +49,17 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> ResearchGrap
 
 graph = build_graph()
 """The research graph for `langgraph dev` / Studio (the server supplies the Postgres checkpointer)."""
+
+
+def research_graph(runtime: ServerRuntime) -> ResearchGraph:
+    """`graph`, for `langgraph dev` (langgraph.json), once the context a run was started with is valid.
+
+    The server keeps only the context keys that the context schema lists and drops the rest before the graph
+    runs, so an unknown key would be silently ignored. The server hands the whole context to this factory
+    first: it is checked here by the rules of a `--config` file (`load_config`), and a bad key fails the run.
+    """
+    execution = runtime.execution_runtime  # None when the server only reads the graph or a thread's state
+    context = execution.context if execution is not None else None
+    if isinstance(context, dict) and context:
+        load_config(None, **context)
+    return graph

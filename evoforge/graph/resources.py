@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 
 from evoforge.cognition.embeddings import Embedder, embedding_identity, get_embedder
 from evoforge.cognition.store import CognitionStore
-from evoforge.config import Role, RunConfig
+from evoforge.config import ROLES, ConfigError, Role, RunConfig
 from evoforge.llm.models import clear_model_cache, make_chat_model
 from evoforge.memory.database import Database, get_database
 from evoforge.memory.nodes import NodeStore
@@ -76,7 +76,7 @@ def get_resources(config: RunConfig) -> Resources:
             embedder = embedder_for(config)
             sandbox = sandbox_for(config.sandbox)  # with its docker/ray settings; shared with the Engineer
             capacity = getattr(sandbox, "capacity", None) or os.cpu_count() or 1
-            _cache[key] = Resources(
+            resources = Resources(
                 config=config,
                 task=load_task(config.task),
                 database=database,
@@ -86,7 +86,28 @@ def get_resources(config: RunConfig) -> Resources:
                 sandbox=sandbox,
                 evaluation_slots=threading.BoundedSemaphore(capacity),
             )
+            check_models(resources)
+            _cache[key] = resources
         return _cache[key]
+
+
+def check_models(res: Resources) -> None:
+    """Build now each model the run will call whose building costs nothing (scripted, OpenAI-compatible), so
+    a missing script file or API key stops the run before its first step has done anything; the local model
+    is started by its first call. A configuration that sets no `llm` is told which default it gets."""
+    config = res.config
+    if "llm" not in config.model_fields_set:
+        log.warning("the run's configuration sets no llm: every role without a model of its own in `roles` uses "
+                    "the default, provider %r, model %r", config.llm.provider, config.llm.model)
+    for role in ROLES:
+        settings = config.model_for(role)
+        if settings.provider == "local" or (role == "static_review" and not config.llm_static_review):
+            continue
+        try:
+            res.chat_model(role)
+        except ValueError as exc:  # a ConfigError, or a script that cannot be read or parsed
+            where = f"roles.{role}" if role in config.roles else "llm"
+            raise ConfigError(f"{where}: the {role} model cannot be built: {exc}") from exc
 
 
 def clear_resources() -> None:
