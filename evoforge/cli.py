@@ -10,22 +10,24 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evoforge.commands import cognition as cognition_commands
+from evoforge.commands import errors as error_handling
 from evoforge.commands import inspect as inspect_commands
 from evoforge.commands import studio as studio_commands
 from evoforge.config import ConfigError, RunConfig, load_config
-from evoforge.tasks.spec import TaskError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="EvoForge: an autonomous research loop.")
+app = typer.Typer(cls=error_handling.UserErrorsAsOneLine, add_completion=False, no_args_is_help=True,
+                  help="EvoForge: an autonomous research loop.")
 console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration.")]
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -59,15 +61,14 @@ def run(
     workers: Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent research lanes.")] = None,
 ) -> None:
     """Run the research loop on TASK."""
-    from evoforge.graph.runner import start_run
+    from evoforge.graph.runner import register_run, start_run
     from evoforge.ui.progress import RoundReporter
 
     config = _config(config_file, task=task, rounds=rounds, workers=workers)
-    try:
-        with RoundReporter(console, config) as reporter:
-            outcome = start_run(config, run_id, on_update=reporter.update)
-    except TaskError as exc:
-        _fail(str(exc))
+    run_id = register_run(config, run_id)
+    console.print(f"run {run_id} recorded; after a stop or a kill, continue it with: evoforge resume {run_id}")
+    with RoundReporter(console, config) as reporter:
+        outcome = start_run(config, run_id, on_update=reporter.update)
     _summary(outcome, config)
 
 
@@ -77,16 +78,13 @@ def resume(
     rounds: Annotated[int | None, typer.Option("--rounds", "-n", help="Total rounds (raise it to go further).")] = None,
 ) -> None:
     """Continue a run from its last checkpoint (after a crash, a kill or a stop)."""
-    from evoforge.graph.runner import RunNotFound, lane_positions, resume_run, stored_config
+    from evoforge.graph.runner import lane_positions, resume_run, stored_config
     from evoforge.ui.progress import RoundReporter
 
-    try:
-        config = stored_config(run_id, rounds=rounds)
-        with RoundReporter(console, config) as reporter:
-            reporter.start_from(lane_positions(run_id))
-            outcome = resume_run(run_id, rounds=rounds, on_update=reporter.update)
-    except RunNotFound as exc:
-        _fail(str(exc))
+    config = stored_config(run_id, rounds=rounds)
+    with RoundReporter(console, config) as reporter:
+        reporter.start_from(lane_positions(run_id))
+        outcome = resume_run(run_id, rounds=rounds, on_update=reporter.update)
     _summary(outcome, config)
 
 
@@ -101,8 +99,8 @@ def approve(
     """Answer a run's pending approval (approve, --reject, or --set KEY=VALUE to edit) and continue it."""
     import yaml
 
-    from evoforge.graph.runner import RunNotFound, lane_positions, stored_config
     from evoforge.graph.runner import approve as approve_run
+    from evoforge.graph.runner import lane_positions, stored_config
     from evoforge.ui.progress import RoundReporter
 
     settings: dict[str, Any] = {}
@@ -112,14 +110,11 @@ def approve(
             _fail(f"--set takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     action = "reject" if reject else "edit" if settings else "approve"
-    try:
-        config = stored_config(run_id)
-        with RoundReporter(console, config) as reporter:
-            reporter.start_from(lane_positions(run_id))
-            outcome = approve_run(run_id, {"action": action, "settings": settings, "reason": reason},
-                                  lane=lane, on_update=reporter.update)
-    except (RunNotFound, ValueError) as exc:
-        _fail(str(exc))
+    config = stored_config(run_id)
+    with RoundReporter(console, config) as reporter:
+        reporter.start_from(lane_positions(run_id))
+        outcome = approve_run(run_id, {"action": action, "settings": settings, "reason": reason},
+                              lane=lane, on_update=reporter.update)
     _summary(outcome, config)
 
 
@@ -127,20 +122,23 @@ def approve(
 def status(run_id: Annotated[str | None, typer.Argument()] = None) -> None:
     """List runs, or show one run's progress and pending approvals."""
     from evoforge.graph.resources import open_store
+    from evoforge.graph.runner import run_status
     from evoforge.ui.progress import print_run_status
 
-    _, nodes = open_store(_config(None))
+    database, nodes = open_store(_config(None))
     if run_id is None:
         table = Table("run", "task", "status", "nodes", "best", "created")
         for run_record in nodes.list_runs():
             totals = nodes.run_totals(run_record.id)
-            table.add_row(run_record.id, run_record.task, run_record.status, str(totals.get("nodes", 0)),
+            status_now = run_status(run_record, database)[0]
+            table.add_row(run_record.id, run_record.task, status_now, str(totals.get("nodes", 0)),
                           f"{totals.get('best_score')}", str(run_record.created_at)[:19])
         Console().print(table)
         return
-    if nodes.get_run(run_id) is None:
+    record = nodes.get_run(run_id)
+    if record is None:
         _fail(f"no run {run_id!r}")
-    print_run_status(Console(), nodes, run_id)
+    print_run_status(Console(), nodes, run_id, run_status(record, database))
 
 
 @app.command()
@@ -169,9 +167,16 @@ def evaluate(
     program: Path,
     stage: Annotated[str | None, typer.Option("--stage", help="One stage; default: the whole cascade.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics object as the last stdout line.")] = False,
+    keep: Annotated[Path | None, typer.Option(
+        "--keep", help="Keep each stage's work dir (program, stdout/stderr, metrics.json) under this directory; "
+                       "default: a temporary one, removed afterwards.")] = None,
     config_file: ConfigOption = None,
 ) -> None:
-    """Evaluate one program through the sandbox exactly as a run would."""
+    """Evaluate one program through the sandbox exactly as a run would.
+
+    Exit status 0 when the evaluation went through, whatever the program scored (an invalid or failing
+    program is a result); 1 when the evaluator itself failed; 2 for bad input.
+    """
     import tempfile
 
     from evoforge.sandbox import sandbox_for
@@ -179,31 +184,41 @@ def evaluate(
     from evoforge.tools.evaluation import run_stage
 
     config = _config(config_file, task=task)
-    try:
-        spec = load_task(task)
-    except TaskError as exc:
-        _fail(str(exc))
-    if not program.is_file():
-        _fail(f"program {program} does not exist")
+    spec = load_task(task)
     stages = [spec.stage(stage)] if stage else spec.stages
+    code = _read_program(program)
     sandbox = sandbox_for(config.sandbox)
-    workroot = Path(tempfile.mkdtemp(prefix="evoforge-evaluate-"))
-    outcome = None
-    for each in stages:
-        outcome = run_stage(spec, each, program.read_text(), workroot / each.name, sandbox,
-                            max_output_bytes=config.sandbox.max_output_bytes)
-        console.print(f"stage {each.name}: {outcome.status}, score {outcome.score}, {outcome.wall_s:.1f}s"
-                      + (f" — {outcome.error}" if outcome.error else ""))
-        if outcome.status != "ok":
-            break
+    with tempfile.TemporaryDirectory(prefix="evoforge-evaluate-") as scratch:
+        workroot = keep or Path(scratch)
+        outcome = None
+        for each in stages:
+            outcome = run_stage(spec, each, code, workroot / each.name, sandbox,
+                                max_output_bytes=config.sandbox.max_output_bytes)
+            console.print(f"stage {each.name}: {outcome.status}, score {outcome.score}, {outcome.wall_s:.1f}s"
+                          + (f" — {outcome.error}" if outcome.error else ""))
+            if outcome.status != "ok":
+                break
     assert outcome is not None
     result = {"score": outcome.score, "valid": outcome.valid, "metrics": outcome.metrics, "error": outcome.error,
               "feedback": outcome.feedback, "stage": outcome.stage, "status": outcome.status,
-              "results_dir": outcome.results_dir}
+              "results_dir": outcome.results_dir if keep else None}
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
         Console().print_json(json.dumps(result, default=str))
+    if outcome.status == "evaluator_error":
+        console.print(f"[bold red]error:[/] the evaluator of task {spec.name!r} failed, so the program has no "
+                      f"result: {escape(outcome.error or 'no reason given')}")
+        raise typer.Exit(1)
+
+
+def _read_program(path: Path) -> str:
+    if not path.is_file():
+        _fail(f"program {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        _fail(f"program {path} is not UTF-8 text ({exc.reason} at byte {exc.start})")
 
 
 @app.command("setup-model")

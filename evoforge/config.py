@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "EVOFORGE_"
 Role = Literal["researcher", "debugger", "analyzer", "novelty_judge", "static_review"]
@@ -219,6 +219,15 @@ class RunConfig(BaseModel):
                 data[name] = yaml.safe_load(env_value)
         return data
 
+    @field_validator("task")
+    @classmethod
+    def _task_directory_as_absolute_path(cls, task: str) -> str:
+        # the run's record keeps this: `resume` / `replay` from another directory must find the same task;
+        # a built-in task's name stays a name
+        path = Path(task).expanduser()
+        directory = path.parent if path.name == "task.yaml" else path
+        return str(directory.resolve()) if (directory / "task.yaml").is_file() else task
+
     def model_for(self, role: Role) -> ModelConfig:
         return self.roles.get(role, self.llm)
 
@@ -227,7 +236,7 @@ class RunConfig(BaseModel):
         return self.state_dir / "runs"
 
 
-def _format_errors(exc: ValidationError) -> str:
+def format_validation_errors(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
     )
@@ -249,4 +258,4 @@ def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:
         return RunConfig(**data)
     except ValidationError as exc:
         where = f"config {path}" if path else "config"
-        raise ConfigError(f"{where}: {_format_errors(exc)}") from exc
+        raise ConfigError(f"{where}: {format_validation_errors(exc)}") from exc

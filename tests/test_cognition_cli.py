@@ -68,7 +68,7 @@ def test_ingest_search_and_list_through_the_command_line(
 ) -> None:
     added = cli("cognition", "add", str(notes), "--task", TASK)
     assert added.exit_code == 0, added.output
-    assert "added 5 new item(s)" in flat(added)
+    assert "added 5 new items" in flat(added)
     expectations = {
         "penalise how much circles overlap instead of forbidding it": "penalties p.1",
         "reflect half of the layout across the middle": "symmetry",
@@ -80,7 +80,7 @@ def test_ingest_search_and_list_through_the_command_line(
         assert results[0]["similarity"] >= results[1]["similarity"] >= results[2]["similarity"]
 
     again = cli("cognition", "add", str(notes / "packing.md"), str(notes), "--task", TASK)
-    assert again.exit_code == 0 and "added 0 new item(s); 5 item(s) now held" in flat(again)
+    assert again.exit_code == 0 and "added 0 new items; 5 items now held" in flat(again)
     listed = as_json(cli("cognition", "list", "--task", TASK, "--json"))
     assert len(listed) == 5 and {item["kind"] for item in listed} == {"prior"}
     assert as_json(cli("cognition", "list", "--kind", "insight", "--json")) == []

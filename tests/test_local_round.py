@@ -36,7 +36,7 @@ def test_one_real_round_on_circle_packing(database: Database, tmp_path: Path) ->
     )
     steps: list[str] = []
     outcome = start_run(config, "local-llm", on_update=lambda node, update: steps.append(node))
-    assert outcome.state["stop_reason"] == "1 rounds done"
+    assert outcome.state["stop_reason"] == "1 round done"
     nodes = resources.get_resources(config).nodes.list_nodes("local-llm")
     assert [n.round for n in nodes] == [0, 1]
     node = nodes[1]

@@ -14,6 +14,7 @@ from evoforge.graph.resources import Resources, resources_for
 from evoforge.graph.state import State
 from evoforge.memory.nodes import NodeRecord, code_hash
 from evoforge.memory.sampling import archive_node
+from evoforge.ui.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ def stop_reason(res: Resources, *, lane: int, round_: int, best_score: float | N
     if config.budget.max_tokens is not None and tokens_used >= config.budget.max_tokens:
         return f"token budget {config.budget.max_tokens} spent"
     if config.budget.patience is not None and rounds_since_best >= config.budget.patience:
-        return f"no improvement for {rounds_since_best} rounds"
+        return f"no improvement for {counted(rounds_since_best, 'round')}"
     if round_ >= lane_rounds(config.rounds, config.workers, lane):
-        return f"{config.rounds} rounds done"
+        return f"{counted(config.rounds, 'round')} done"
     return None
 
 

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evoforge.ui.wording import counted
+
 if TYPE_CHECKING:
     from evoforge.cognition.store import CognitionItem, CognitionStore
 
@@ -100,7 +102,7 @@ def add(
     store = _store(config_file)
     added = store.ingest_files(paths, task)
     console.print(
-        f"added {added} new item(s); {store.count(task)} item(s) now held for {task or 'every task'}"
+        f"added {counted(added, 'new item')}; {counted(store.count(task), 'item')} now held for {task or 'every task'}"
     )
 
 

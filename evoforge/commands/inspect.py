@@ -16,6 +16,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from evoforge.config import RunConfig
+from evoforge.ui.wording import counted
 
 if TYPE_CHECKING:
     from evoforge.cognition.store import CognitionStore
@@ -90,7 +91,7 @@ def report(
         raise
     out_dir = out or config.runs_dir / run_id / "report"
     index = write_report(data, out_dir, top=top)
-    errors.print(f"report of {len(data.nodes)} nodes ({data.run.status}): {index}")
+    errors.print(f"report of {counted(len(data.nodes), 'node')} ({data.run.status}): {index}")
 
 
 def show(
@@ -194,7 +195,7 @@ def export(
         sys.stdout.writelines(lines)
     else:
         out.write_text("".join(lines))
-        errors.print(f"{len(lines)} nodes written to {out}")
+        errors.print(f"{counted(len(lines), 'node')} written to {out}")
 
 
 def register(app: typer.Typer) -> None:

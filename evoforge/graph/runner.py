@@ -18,13 +18,18 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
+from pydantic import ValidationError
 
-from evoforge.config import RunConfig
+from evoforge.config import ConfigError, RunConfig, format_validation_errors
 from evoforge.graph.builder import ResearchGraph, build_graph
 from evoforge.graph.resources import open_store
+from evoforge.memory.database import Database
+from evoforge.memory.nodes import RunRecord
 
 log = logging.getLogger(__name__)
 
+REASON_CHARS = 500
+"""Of a failure's message kept as the run's stop reason."""
 UpdateHandler = Callable[[str, dict[str, Any]], None]
 """Called with (node name, the node's state update plus its `lane`) after every step of every lane."""
 
@@ -81,6 +86,24 @@ def _drive_lane(graph: ResearchGraph, graph_input: Any, run_id: str, lane: int, 
 
 def _drive(graph: ResearchGraph, inputs: dict[int, Any], run_id: str, config: RunConfig,
            on_update: UpdateHandler | None) -> RunOutcome:
+    """Drive the given lanes to their end or their next interrupt; a lane that raises marks the run `failed`
+    (Ctrl-C: `stopped`) with the reason, so `evoforge status` never shows a dead run as running."""
+    _, nodes = open_store(config)
+    if (run := nodes.get_run(run_id)) is not None and run.status in ("failed", "stopped"):
+        nodes.update_run_status(run_id, "running")
+    try:
+        return _drive_lanes(graph, inputs, run_id, config, on_update)
+    except KeyboardInterrupt:
+        nodes.update_run_status(run_id, "stopped", "interrupted (Ctrl-C)")
+        raise
+    except Exception as exc:
+        log.info("run %s failed", run_id, exc_info=exc)
+        nodes.update_run_status(run_id, "failed", f"{type(exc).__name__}: {exc}"[:REASON_CHARS])
+        raise
+
+
+def _drive_lanes(graph: ResearchGraph, inputs: dict[int, Any], run_id: str, config: RunConfig,
+                 on_update: UpdateHandler | None) -> RunOutcome:
     """Drive the given lanes concurrently to their end or their next interrupt."""
     states: dict[int, dict[str, Any]] = {}
     if len(inputs) == 1:
@@ -110,11 +133,21 @@ def _outcome(graph: ResearchGraph, run_id: str, config: RunConfig, states: dict[
     return RunOutcome(run_id=run_id, state=state, pending_approvals=pending)
 
 
-def start_run(config: RunConfig, run_id: str | None = None, on_update: UpdateHandler | None = None) -> RunOutcome:
-    """Start a new run (or continue one with this id, which makes a retried `run --run-id` idempotent)."""
+def register_run(config: RunConfig, run_id: str | None = None) -> str:
+    """Record a run before any of its work starts, so it is resumable from its first moment; its id (new unless
+    given; an existing run of that id is left as it is)."""
     from evoforge.tasks.spec import load_task
 
-    run_id = run_id or new_run_id(load_task(config.task).name)
+    task = load_task(config.task)
+    run_id = run_id or new_run_id(task.name)
+    _, nodes = open_store(config)
+    nodes.create_run(run_id, task.name, str(task.root), config.model_dump(mode="json"))
+    return run_id
+
+
+def start_run(config: RunConfig, run_id: str | None = None, on_update: UpdateHandler | None = None) -> RunOutcome:
+    """Start a new run (or continue one with this id, which makes a retried `run --run-id` idempotent)."""
+    run_id = register_run(config, run_id)
     with checkpointed_graph(config) as graph:
         inputs = {lane: {"run_id": run_id, "lane": lane} for lane in range(config.workers)}
         return _drive(graph, inputs, run_id, config, on_update)
@@ -128,7 +161,10 @@ def stored_config(run_id: str, base: RunConfig | None = None, **overrides: Any) 
     if run is None:
         raise RunNotFound(f"no run {run_id!r} in the database at {nodes.database.url}")
     explicit = {k: v for k, v in overrides.items() if v is not None}
-    config = RunConfig(**{**run.config, **explicit})
+    try:
+        config = RunConfig(**{**run.config, **explicit})
+    except ValidationError as exc:
+        raise ConfigError(f"run {run_id!r}: {format_validation_errors(exc)}") from exc
     if explicit:
         nodes.update_run_config(run_id, config.model_dump(mode="json"))
     return config
@@ -140,7 +176,10 @@ def resume_run(run_id: str, *, base: RunConfig | None = None, on_update: UpdateH
 
     A lane waiting for an approval stays waiting (answer it with `approve`).
     """
+    from evoforge.tasks.spec import load_task
+
     config = stored_config(run_id, base, **overrides)
+    load_task(config.task)  # a task that moved or was deleted fails here, before any step
     with checkpointed_graph(config) as graph:
         inputs: dict[int, Any] = {}
         for lane in range(config.workers):
@@ -194,3 +233,28 @@ def pending_approvals(run_id: str, base: RunConfig | None = None) -> list[dict[s
     config = stored_config(run_id, base)
     with checkpointed_graph(config) as graph:
         return [request for lane in range(config.workers) for request in _lane_interrupts(graph, run_id, lane)]
+
+
+
+def run_status(run: RunRecord, database: Database) -> tuple[str, str | None]:
+    """A run's status and its reason, as its record and its lanes' checkpoints (in `database`) tell it together.
+
+    A run started through the thread API is recorded as running by its first step and as finished by its last;
+    when a step raises, only its checkpoint keeps the error, and a lane stopped at an approval keeps waiting
+    there. So a run recorded as running is `failed` when a lane's last step raised (also when that step was
+    answering an approval), and `waiting for approval` when a lane waits on a person.
+    """
+    if run.status != "running":
+        return run.status, run.stop_reason
+    graph = build_graph(checkpointer=database.checkpointer())
+    waiting: list[str] = []
+    for lane in range(int(run.config.get("workers", 1))):
+        snapshot = graph.get_state(thread_config(run.id, lane))
+        for task in snapshot.tasks:
+            if task.error:
+                return "failed", f"lane {lane}, step {task.name}: {task.error}"[:REASON_CHARS]
+        if snapshot.interrupts:
+            waiting.append(f"lane {lane}")
+    if waiting:
+        return "waiting for approval", ", ".join(waiting)
+    return run.status, run.stop_reason

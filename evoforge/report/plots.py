@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from evoforge.memory.nodes import NodeRecord, is_finite_score
 from evoforge.report.data import RunData, figure_score, is_failure, is_seed
+from evoforge.ui.wording import counted
 
 DPI = 100
 FUNNEL_COLOURS = {"generated": "#7f8c8d", "evaluated": "#2e86c1", "improved": "#27ae60"}
@@ -317,7 +318,7 @@ def plot_roles(data: RunData, out_dir: Path) -> Plot:
                     label="completion", color="#1f618d")
         tokens.legend(fontsize=8)
         bars = seconds.barh(names, [roles[n]["seconds"] for n in names], color="#af7ac5")
-        seconds.bar_label(bars, labels=[f"{int(roles[n]['calls'])} calls" for n in names], padding=3, fontsize=8)
+        seconds.bar_label(bars, labels=[counted(int(roles[n]['calls']), 'call') for n in names], padding=3, fontsize=8)
         seconds.set_xlim(0, max(roles[n]["seconds"] for n in names) * 1.3 or 1)
     else:
         _empty(tokens, "no LLM call recorded")

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from evoforge.config import RunConfig
+from evoforge.ui.wording import counted
 
 
 def format_score(score: float | None) -> str:
@@ -81,7 +82,7 @@ class RoundReporter:
                     self.best = position["best_score"]
             completed = self.completed
         if self._progress is not None:
-            self._progress.update(self._bar, completed=completed, description=f"resumed at {completed} rounds")
+            self._progress.update(self._bar, completed=completed, description=f"resumed after {counted(completed, 'round')}")
 
     @property
     def completed(self) -> int:
@@ -165,10 +166,12 @@ def print_outcome(console: Console, outcome: Any, nodes: Any, config: RunConfig)
     console.print(f"run record: database {nodes.database.url} (run id {outcome.run_id}); files under {run_dir}")
 
 
-def print_run_status(console: Console, nodes: Any, run_id: str) -> None:
+def print_run_status(console: Console, nodes: Any, run_id: str, status: tuple[str, str | None]) -> None:
+    """One run's progress; `status` and its reason as the runner's `run_status` tells them."""
     run = nodes.get_run(run_id)
     totals = nodes.run_totals(run_id)
-    console.print(f"run {run_id} — task {run.task}, {run.status}" + (f" ({run.stop_reason})" if run.stop_reason else ""))
+    state, reason = status
+    console.print(f"run {run_id} — task {run.task}, {state}" + (f" ({escape(reason)})" if reason else ""))
     console.print(f"nodes {totals.get('nodes')}, best {totals.get('best_score')}, tokens "
                   f"{totals.get('tokens_in', 0)}+{totals.get('tokens_out', 0)}, eval {totals.get('eval_seconds', 0):.0f}s")
     table = Table("round", "node", "name", "status", "score")
