@@ -1,8 +1,8 @@
 """One Postgres database holds node memory, cognition (pgvector) and LangGraph's checkpoints.
 
 `Database.open(None, state_dir)` starts (or joins) the embedded server under `state_dir`; any other
-Postgres with pgvector is used by passing its URL. Every connection is autocommit with dict rows and
-pgvector's types registered; a transaction is opened explicitly (`with conn.transaction():`) where
+Postgres with pgvector is used by passing its URL. Every connection is autocommit with dict rows,
+pgvector's types registered and strings made storable (memory/storable.py); a transaction is opened explicitly (`with conn.transaction():`) where
 several statements must succeed together. The pool checks each connection before handing it out, so
 a server restart costs the next caller a reconnect, not an error; with the embedded server, a
 connection found broken also starts the server again if it is down.
@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from evoforge.memory.embedded import EmbeddedPostgres
 from evoforge.memory.fingerprint import code_hash
+from evoforge.memory.storable import store_only_storable_text
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.postgres import PostgresSaver
@@ -39,6 +40,16 @@ MAX_INDEXED_DIM = 2000
 """pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions."""
 CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 """What LangGraph's Postgres savers require; the memory stores share the same connections."""
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Every pooled connection: pgvector's types, and only text Postgres can hold (see storable.py)."""
+    register_vector(conn)
+    store_only_storable_text(conn)
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    store_only_storable_text(conn)
 
 
 def _rehash_code(conn: psycopg.Connection[Any]) -> None:
@@ -105,7 +116,7 @@ class Database:
             min_size=1,
             max_size=max_connections,
             kwargs=CONNECTION_KWARGS,
-            configure=register_vector,
+            configure=_configure,
             check=self._check_connection,
             open=False,
             name="evoforge",
@@ -262,6 +273,7 @@ async def async_checkpointer(
         min_size=1,
         max_size=4,
         kwargs=CONNECTION_KWARGS,
+        configure=_configure_async,
         check=AsyncConnectionPool.check_connection,
         open=False,
         name="evoforge-checkpoints",
