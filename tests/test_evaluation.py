@@ -8,9 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
+from evoforge.config import RunConfig
+from evoforge.graph import resources
+from evoforge.graph.runner import resume_run, start_run
+from evoforge.memory.database import Database
 from evoforge.sandbox.local import LocalSandbox
-from evoforge.tasks.spec import TaskSpec, load_task
+from evoforge.tasks.spec import TaskError, TaskSpec, load_task
 from evoforge.tools.engineer_tools import read_log_tail, read_metrics
 from evoforge.tools.evaluation import StageOutcome, run_stage
 
@@ -47,8 +52,14 @@ def write(report):
 behaviour = settings.get("evaluator", "honest")
 if behaviour == "silent":
     sys.exit(0)
-if behaviour == "nan":
-    write({"valid": True, "score": float("nan")})
+if behaviour == "crash":
+    raise KeyError("the evaluator's own bug")
+if behaviour == "own_failure":
+    write({"valid": False, "error": "evaluator error: no GPU", "evaluator_traceback": "Traceback ..."})
+    sys.exit(0)
+if behaviour in ("nan", "huge", "coerced", "huge_string"):
+    write({"nan": {"valid": True, "score": float("nan")}, "huge": {"valid": True, "score": 1e300},
+           "coerced": {"score": "2", "valid": "yes"}, "huge_string": {"score": "1e300"}}[behaviour])
     sys.exit(0)
 if behaviour == "garbage":
     open(out, "w").write("{not json")
@@ -149,7 +160,14 @@ def test_runtime_error_from_an_uncaught_traceback(task, sandbox, tmp_path: Path)
     ("behaviour", "message"),
     [
         ("silent", "results/metrics.json was not written; the evaluator process exited normally"),
-        ("nan", "metrics.json: valid=true needs a finite score, got score=nan"),
+        ("crash", "results/metrics.json was not written; the evaluator process exited with status 1 "
+                  '(KeyError: "the evaluator\'s own bug")'),
+        ("own_failure", "Stage 'quick': the evaluator failed: evaluator error: no GPU."),
+        ("nan", "metrics.json breaks the contract: score: expected a finite number of magnitude at most 1e+150, "
+                "got nan"),
+        ("huge", "score: expected a finite number of magnitude at most 1e+150, got 1e+300"),
+        ("coerced", "score: expected a JSON number, got '2'; valid: expected true or false, got 'yes'"),
+        ("huge_string", "score: expected a JSON number, got '1e300'"),
         ("garbage", "results/metrics.json is not valid JSON"),
     ],
 )
@@ -215,3 +233,37 @@ def test_engineer_tools_answer_problems_with_text(tmp_path: Path) -> None:
     assert (
         "cannot read" in json.loads(read_metrics.invoke({"results_dir": str(tmp_path / "results")}))["error"]
     )
+
+
+def test_an_evaluator_failing_on_the_seed_stops_the_run(task, database: Database, tmp_path: Path) -> None:
+    """No round is spent on a candidate the evaluator cannot judge; once the evaluator is fixed, the resumed run
+    evaluates the seed (recorded only now) and goes on."""
+    root = tmp_path / "tiny_task"
+    shutil.copytree(task.root, root)
+    spec = yaml.safe_load(TASK_YAML)
+    spec["stages"][0]["settings"]["evaluator"] = "crash"
+    (root / "task.yaml").write_text(yaml.safe_dump(spec))
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump({"researcher": ["NAME: twice\nMOTIVATION: more\n```python\n"
+                                                     "def solve(factor):\n    return 2.0 * factor\n```"],
+                                      "analyzer": {"cycle": True, "replies": ["RESULT: twice as much."]}}))
+    config = RunConfig(task=str(root), rounds=1, database_url=database.url, state_dir=tmp_path / "state",
+                       llm={"provider": "scripted", "script": str(script)},
+                       sampling={"policy": "greedy", "inspirations": 0})
+    with pytest.raises(TaskError, match=r"the seed program of task 'tiny' could not be evaluated: Stage 'quick': "
+                                        r"results/metrics.json was not written; the evaluator process exited with "
+                                        r"status 1 \(KeyError: .*\)\. Fix the evaluator \(.*evaluate.py\), try it with "
+                                        r"`evoforge evaluate .*tiny_task .*initial_program.py --stage quick`, then "
+                                        r"continue with `evoforge resume broken`"):
+        start_run(config, "broken")
+    nodes = resources.get_resources(config).nodes
+    assert nodes.count_nodes("broken") == 0
+    assert resources.get_resources(config).chat_model("researcher").received == [], "no candidate was asked for"
+
+    (root / "task.yaml").write_text(TASK_YAML)
+    resources.clear_resources()  # the task as loaded before the fix
+    outcome = resume_run("broken", base=config)
+    assert outcome.state["stop_reason"] == "1 round done"
+    recorded = resources.get_resources(config).nodes.list_nodes("broken")
+    assert [(node.round, node.status, node.score) for node in recorded] == [(0, "evaluated", 1.0),
+                                                                              (1, "evaluated", 2.0)]

@@ -14,6 +14,7 @@ from evoforge.config import RunConfig
 from evoforge.graph.resources import Resources, resources_for, thread_run_id
 from evoforge.graph.state import State
 from evoforge.memory.nodes import NodeRecord, code_hash
+from evoforge.tasks.spec import TaskError
 
 log = logging.getLogger(__name__)
 SEED_MOTIVATION = "The task's seed program, evaluated as given."
@@ -29,10 +30,19 @@ def seed_analysis(status: str, stage_results: list[dict[str, Any]]) -> str:
 
 
 def record_seed(res: Resources, run_id: str) -> NodeRecord:
-    """Evaluate the seed and record it as the run's round-0 node."""
+    """Evaluate the seed and record it as the run's round-0 node.
+
+    An evaluator that fails on the seed would fail on every candidate: the run stops with a TaskError that says
+    what to fix, and records nothing, so the resumed run evaluates the seed again.
+    """
     code = res.task.seed_code()
     node_id = node_id_for(run_id, 0, 0)
     status, stage_results, error = evaluate_program(res, code, res.run_dir(run_id) / "nodes" / node_id)
+    if status == "evaluator_error":
+        task, stage = res.task, stage_results[-1]["stage"]
+        raise TaskError(f"the seed program of task {task.name!r} could not be evaluated: {error} Fix the evaluator "
+                        f"({task.evaluator_path}), try it with `evoforge evaluate {task.root} {task.program_path} "
+                        f"--stage {stage}`, then continue with `evoforge resume {run_id}`.")
     if status != "evaluated":
         log.warning("the seed program of %s did not evaluate cleanly: %s (%s)", res.task.name, status, error)
     last = stage_results[-1] if stage_results else {}

@@ -163,7 +163,7 @@ def run_openevolve(
     )
     if name is None or not callable(getattr(module, name, None)):
         wanted = name or f"evaluate_stage{stage_index} or evaluate"
-        return {"score": None, "valid": False, "error": f"{evaluator.name} defines no function {wanted}"}
+        raise ValueError(f"evaluator={evaluator.name} defines no function {wanted}")  # the task's fault
     if budget_s is not None:
         signal.signal(signal.SIGALRM, _raise_timeout)
         signal.setitimer(signal.ITIMER_REAL, budget_s)
@@ -320,12 +320,13 @@ def main(argv: list[str] | None = None) -> int:
             report = run_openevolve(args.evaluator, args.program, args.stage_index, settings, budget)
         else:
             report = run_asi_evolve(args.evaluator, args.program, args.results_dir, args.stage, budget)
-    except Exception as exc:  # the adapter itself failed: still leave a readable metrics.json behind
+    except Exception as exc:  # the adapter or the task's evaluator failed, not the candidate: say so in metrics.json
         traceback.print_exc()
         report = {
             "score": None,
             "valid": False,
             "error": f"{args.adapter} adapter failed: {type(exc).__name__}: {exc}",
+            "evaluator_traceback": traceback.format_exc(),
         }
     write_metrics(args.results_dir, report)
     return 0

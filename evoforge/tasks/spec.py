@@ -209,10 +209,18 @@ class TaskSpec(_Strict):
         return score >= stage.threshold if self.score.direction == "maximize" else score <= stage.threshold
 
 
-class EvaluationReport(BaseModel):
-    """The validated content of `metrics.json`; an evaluator that writes anything else is reported."""
+MAX_SCORE_MAGNITUDE = 1e150
+"""The largest |score| metrics.json may report. The sampling policies add and multiply scores (a UCB1 key sums a
+node's children's scores and scales the best score by their count), which must stay finite in float64 (≈1.8e308)
+for any run size; 1e300 would overflow to inf and order nodes by NaN."""
 
-    model_config = ConfigDict(extra="allow")
+
+class EvaluationReport(BaseModel):
+    """The validated content of `metrics.json`, in the JSON types of the contract: no coercion ("2" is not a number,
+    "yes" not a boolean, 1 not true) and a finite score. An evaluator that writes anything else is reported as
+    failed, not its candidate."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     score: float | None = None
     valid: bool = False
@@ -220,14 +228,23 @@ class EvaluationReport(BaseModel):
     error: str | None = None
     feedback: str | None = None
     traceback: str | None = None
-    """Set when the candidate itself raised: the Debugger works from it."""
+    """Set only when the candidate itself raised: the Debugger works from it."""
+    evaluator_traceback: str | None = None
+    """Set when the evaluator itself failed (its own bug, environment or settings), whatever the candidate did."""
     artifacts: dict[str, Any] = Field(default_factory=dict)
     """Extra material for the Analyzer (curves, per-benchmark breakdowns, samples)."""
 
+    @field_validator("score")
+    @classmethod
+    def _finite_score(cls, score: float | None) -> float | None:
+        if score is not None and not (math.isfinite(score) and abs(score) <= MAX_SCORE_MAGNITUDE):
+            raise ValueError(f"expected a finite number of magnitude at most {MAX_SCORE_MAGNITUDE:g}, got {score!r}")
+        return score
+
     @model_validator(mode="after")
     def _consistent(self) -> EvaluationReport:
-        if self.valid and (self.score is None or not math.isfinite(self.score)):
-            raise ValueError(f"valid=true needs a finite score, got score={self.score!r}")
+        if self.valid and self.score is None:
+            raise ValueError("valid=true needs a score, got none")
         return self
 
 

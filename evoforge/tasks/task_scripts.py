@@ -97,8 +97,8 @@ def static_check_main(reach: Callable[[str], list[str]], probe: Callable[[Path],
 
 def evaluator_main(evaluate: Callable[[Path, str], dict[str, Any]], description: str) -> None:
     """`python evaluate.py PROGRAM RESULTS_DIR [--stage NAME]`: writes RESULTS_DIR/metrics.json. An exception
-    out of `evaluate` is the evaluator's own fault (candidate failures are reported inside the metrics), so it
-    becomes an invalid result that names it, with the evaluator's traceback."""
+    out of `evaluate` is the evaluator's own fault (candidate failures are reported inside the metrics), so it is
+    reported with its `evaluator_traceback`, which makes the stage an evaluator error, not the candidate's."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("program", type=Path)
     parser.add_argument("results_dir", type=Path)

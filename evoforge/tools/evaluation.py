@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,8 @@ EVOFORGE_PACKAGE = Path(__file__).resolve().parents[1]
 """Made readable inside the sandbox: evaluators and adapters may import evoforge (e.g. its kernels)."""
 TAIL_CHARS = 4000
 _TRACEBACK_STARTS = ("Traceback (most recent call last):", "Fatal Python error:")
+_PROGRAM_FRAME = re.compile(rf'^\s*File "(?:[^"]*/)?{re.escape(PROGRAM_FILE)}", line \d+', re.MULTILINE)
+"""A frame of the candidate's own file, in a Python traceback or a faulthandler dump."""
 
 
 @dataclass
@@ -160,15 +163,22 @@ def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -
     report, problem = _read_report(workdir / RESULTS_DIR)
     if report is None:
         trace = _last_traceback(result.stderr) if result.returncode not in (0, None) else None
-        if trace:
+        if trace and _PROGRAM_FRAME.search(trace):
+            # the candidate raised (or crashed) inside the evaluator process before a result could be written
             outcome.traceback = trace
             return _fail(outcome, "runtime_error", f"{prefix} the evaluation {happened} with a Python "
                                                    f"traceback ({_summary(trace)}); {problem}.")
-        return _fail(outcome, "evaluator_error", f"{prefix} {problem}; the evaluator process {happened}.")
+        # no frame of the candidate's file: the evaluator broke on its own, and the Debugger cannot fix that
+        raised = f" ({_clean(_summary(trace))})" if trace else ""
+        return _fail(outcome, "evaluator_error", f"{prefix} {problem}; the evaluator process {happened}{raised}.")
     outcome.score, outcome.valid, outcome.metrics = report.score, report.valid, report.metrics
     outcome.feedback, outcome.traceback, outcome.artifacts = report.feedback, report.traceback, report.artifacts
     if result.returncode != 0:
         outcome.warnings.append(f"the evaluator {happened} after writing {METRICS_FILE}")
+    if report.evaluator_traceback:
+        outcome.traceback = None  # not the candidate's: nothing for the Debugger
+        failure = report.error or _summary(report.evaluator_traceback)
+        return _fail(outcome, "evaluator_error", f"{prefix} the evaluator failed: {_clean(failure)}.")
     if report.traceback:
         raised = _summary(report.traceback)
         if raised.startswith("MemoryError"):
@@ -241,11 +251,23 @@ def _read_report(results: Path) -> tuple[EvaluationReport | None, str]:
     try:
         return EvaluationReport.model_validate(raw), ""
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        return None, f"{METRICS_FILE}: {problems}"
+        return None, f"{METRICS_FILE} breaks the contract: " + "; ".join(map(_contract_problem, exc.errors()))
+
+
+def _contract_problem(error: Any) -> str:
+    """One pydantic error of metrics.json as "field: what was expected, got the value" (a custom check's message
+    names the value itself)."""
+    field = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "value_error":
+        message = error["msg"].removeprefix("Value error, ")
+    else:
+        expected = _EXPECTED.get(error["type"]) or error["msg"].lower()
+        message = f"expected {expected}, got {error['input']!r}"
+    return f"{field}: {message}" if field else message
+
+
+_EXPECTED = {"float_type": "a JSON number", "bool_type": "true or false", "string_type": "a JSON string or null",
+             "dict_type": "a JSON object"}
 
 
 def _last_traceback(stderr: str) -> str | None:
