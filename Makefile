@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED = 0
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test lint benchmarks
+.PHONY: install run test lint benchmarks bench-search
 
 install:
 	bash scripts/install.sh
@@ -26,3 +26,8 @@ benchmarks: install
 	$(VENV)/bin/python benchmarks/memory.py
 	$(VENV)/bin/python benchmarks/kernels.py
 	$(VENV)/bin/python benchmarks/throughput.py
+
+# EvoForge against OpenEvolve and ShinkaEvolve (their own venv), 20 minutes each plus the two ablations: ~1h40
+bench-search: install
+	$(VENV)/bin/python -m benchmarks.peers
+	$(VENV)/bin/python benchmarks/search.py --ablate cognition --ablate analyzer

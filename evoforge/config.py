@@ -31,6 +31,16 @@ def default_state_dir() -> Path:
     return Path(base) / "evoforge"
 
 
+ROLE_MAX_TOKENS: dict[Role, int] = {
+    "researcher": 1024,
+    "debugger": 1024,
+    "analyzer": 256,
+    "novelty_judge": 48,
+    "static_review": 256,
+}
+"""Default completion caps: a candidate or a patch needs room for code, a report a paragraph, a verdict a line."""
+
+
 class ModelConfig(_Section):
     """A chat model for one or more agent roles."""
 
@@ -38,16 +48,27 @@ class ModelConfig(_Section):
     model: str = "qwen2.5-coder-1.5b"
     """For `local`: qwen2.5-coder-1.5b | qwen2.5-coder-0.5b; for `openai`: the endpoint's model name."""
     base_url: str | None = None
+    """For `openai`: the endpoint (None: OpenAI's own). For `local`: a llama.cpp server already running
+    (shared by several runs or systems); None starts the embedded one."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key (never the key itself)."""
     temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(1536, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    """Completion cap per call; None: the role's own cap (ROLE_MAX_TOKENS). On a local model every
+    completion token costs ~0.1 s, so a report or a verdict must not be allowed a program's length."""
     timeout_s: float = Field(900, gt=0)
     context_tokens: int = Field(8192, ge=512)
     threads: int = Field(2, ge=1, le=256)
     """For `local`: CPU threads of the llama.cpp server. On a busy machine 1 can be far faster than 2."""
     script: str | None = None
     """For `scripted`: a YAML file of replies (see evoforge/llm/scripted.py)."""
+    constrained: bool = True
+    """For `local`: decode the Researcher's and the Debugger's replies under a grammar of their reply format
+    (llama.cpp's `grammar` field; SEARCH lines drawn from the program's own lines), so a small model cannot
+    write an unusable edit. Other providers never receive a grammar."""
+
+    def max_tokens_for(self, role: Role) -> int:
+        return self.max_tokens if self.max_tokens is not None else ROLE_MAX_TOKENS[role]
 
 
 class FeatureDimension(_Section):
@@ -200,6 +221,8 @@ class RunConfig(BaseModel):
     approval_cost_threshold: float | None = None
     """Stages whose declared cost exceeds this wait for a human decision; None never asks."""
     llm_static_review: bool = False
+    llm_analysis: bool = True
+    """The Analyzer's model call; off, each node gets a factual report of its stages and no insights."""
     seed: int = 0
     """Base of the per-request sampling seeds (varied per call so repeats don't come back identical)."""
 

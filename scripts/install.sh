@@ -32,7 +32,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # this machine's pip.conf may name local index folders that do not exist; pip warns once per package
-pip_install() { "${PIP[@]}" install "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+pip_install() { "${PIP[@]}" install "$@" 2> >(grep -vE "is ignored: it is (neither a file nor a directory|either a non-existing path)" >&2); }
 stamp="$VENV/.evoforge-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
@@ -40,12 +40,30 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The CPU build first: any unpinned torch requirement would otherwise pull a multi-GB CUDA build.
   log "torch 2.13.0 (CPU)"
   pip_install torch==2.13.0
-  # llama.cpp compiled for any x86-64 with AVX2, not just this CPU, so the wheel cache stays usable elsewhere.
-  log "evoforge and its dependencies (llama-cpp-python compiles from source the first time: ~5 min)"
-  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
-    pip_install -e ".[local,studio,gpu,cluster,dev]"
+  log "evoforge and its dependencies"
+  pip_install -e ".[studio,gpu,cluster,dev]"
   echo "$want" > "$stamp"
 else
   log "python environment up to date ($VENV)"
+fi
+
+# llama.cpp (llama-cpp-python) compiled for the instruction sets this CPU reports. A wider build processes
+# prompts ~1.5x faster (AVX-512 with VNNI/BF16 against AVX2, measured), so each ISA extension is switched on
+# when /proc/cpuinfo lists it. Never -march=native and never AMX: AMX is advertised on some of these hosts but
+# dies with SIGILL at the first decode. The flags are recorded beside the venv; the model server refuses to
+# start on a CPU that lacks one of them (evoforge/llm/cpu_build.py), and a change of CPU rebuilds here.
+# --no-cache-dir: pip's wheel cache is keyed by the sdist, not the flags, and would carry a wide build over.
+llama_flags="$("$VENV/bin/python" -m evoforge.llm.cpu_build flags)"
+llama_stamp="$VENV/.llama-cpu-flags"
+if [ ! -f "$llama_stamp" ] || [ "$(cat "$llama_stamp")" != "$llama_flags" ] \
+    || ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+  log "llama-cpp-python for this CPU (${llama_flags:-baseline x86-64}); compiles from source: ~5 min"
+  # LLAVA_BUILD=OFF: the multimodal library (mtmd, loaded only by image chat formats) is not needed and is slow to compile
+  CMAKE_ARGS="${CMAKE_ARGS:-$("$VENV/bin/python" -m evoforge.llm.cpu_build cmake-args) -DLLAVA_BUILD=OFF}" \
+    pip_install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+  pip_install -e ".[local]"
+  echo "$llama_flags" > "$llama_stamp"
+else
+  log "llama-cpp-python up to date (${llama_flags})"
 fi
 log "done: $VENV/bin/evoforge"

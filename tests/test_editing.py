@@ -42,6 +42,19 @@ def test_diff_with_wrong_indentation_applies_loosely() -> None:
     assert "return x * 3" in code and "y = x + 1" not in code
 
 
+def test_search_that_skipped_a_line_replaces_the_span_it_meant() -> None:
+    reply = "<<<<<<< SEARCH\ndef f(x):\n    return y\n=======\ndef f(x):\n    return x * 5\n>>>>>>> REPLACE"
+    code, _ = apply_edit(PARENT, parse_edit(reply))
+    assert "return x * 5" in code and "y = x + 1" not in code and "def run():" in code
+
+
+def test_lines_in_order_but_far_apart_do_not_match() -> None:
+    far = PARENT.replace("    y = x + 1\n", "    y = x + 1\n" + "    y += 0\n" * 12)
+    reply = "<<<<<<< SEARCH\ndef f(x):\n    return y\n=======\ndef f(x):\n    return 0\n>>>>>>> REPLACE"
+    with pytest.raises(EditError, match="does not match"):
+        apply_edit(far, parse_edit(reply))
+
+
 def test_unmatched_search_names_the_block() -> None:
     reply = "<<<<<<< SEARCH\nz = 0\n=======\nz = 1\n>>>>>>> REPLACE"
     with pytest.raises(EditError, match="SEARCH block 1 of 1 does not match"):

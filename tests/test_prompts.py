@@ -4,8 +4,9 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from evoforge.agents.prompting import ROLES_WITH_PROMPTS, render
+from evoforge.agents.prompting import FOLLOW_UP_ROLES, ROLES_WITH_PROMPTS, render, render_follow_up
 from evoforge.tasks.spec import TaskSpec, list_builtin_tasks, load_task
 
 NODE = {
@@ -66,6 +67,19 @@ def test_every_prompt_renders_completely(task_name: str, role: str) -> None:
     system, user = render(task, role, **VARIABLES[role])
     assert system.content and user.content
     assert "{{" not in system.content + user.content and "{%" not in system.content + user.content
+
+
+@pytest.mark.parametrize("task_name", list_builtin_tasks())
+@pytest.mark.parametrize("role", FOLLOW_UP_ROLES)
+def test_every_follow_up_continues_the_researchers_conversation(task_name: str, role: str) -> None:
+    task = load_task(task_name)
+    conversation = [*render(task, "researcher", **VARIABLES["researcher"]), AIMessage("NAME: grid\n...")]
+    messages = render_follow_up(task, role, conversation, **VARIABLES[role])
+    assert messages[:-1] == conversation  # the whole earlier exchange is an unchanged prefix
+    assert isinstance(messages[-1], HumanMessage) and messages[-1].content
+    assert "{{" not in messages[-1].content and "{%" not in messages[-1].content
+    without = render_follow_up(task, role, [], **VARIABLES[role])  # a checkpoint from before conversations
+    assert isinstance(without[0], SystemMessage) and without[0].content == conversation[0].content
 
 
 def test_missing_placeholder_is_an_error() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evoforge.agents.base import add_usage, ask
-from evoforge.agents.prompting import render
+from evoforge.agents.base import add_usage, ask, messages_from_records
+from evoforge.agents.prompting import render_follow_up
 from evoforge.config import RunConfig
 from evoforge.graph.resources import resources_for
 from evoforge.graph.state import State
@@ -36,18 +36,23 @@ def fallback_report(state: State) -> str:
 
 
 def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
-    """Write the node's analysis; a model failure leaves a factual report, never a crash."""
+    """Write the node's analysis; a model failure (or `llm_analysis: false`) leaves a factual report."""
     res = resources_for(state.run_id, runtime)
     assert state.candidate is not None and state.parent is not None
-    messages = render(
+    if not res.config.llm_analysis:
+        return {"analysis": fallback_report(state), "insights": []}
+    # the conversation shows the reply's edit; a repaired or patched program needs its own diff
+    changed_since_reply = state.debug_attempts > 0 or bool((state.static_report or {}).get("repaired"))
+    messages = render_follow_up(
         res.task,
         "analyzer",
+        messages_from_records(state.candidate.get("conversation", [])),
         candidate=state.candidate,
         parent=state.parent,
         best_score=state.best_score,
         status=state.status,
         error=state.error,
-        diff=state.candidate.get("diff", ""),
+        diff=state.candidate.get("diff", "") if changed_since_reply else "",
         stage_results=state.stage_results,
     )
     try:

@@ -8,11 +8,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from evoforge.config import Role
 from evoforge.graph.resources import Resources
 from evoforge.graph.state import State
+from evoforge.llm.models import grammar_options
 from evoforge.llm.usage import LLMCallError, Usage, call_model
 
 log = logging.getLogger(__name__)
@@ -41,21 +42,38 @@ TRANSCRIPT = "llm_calls.jsonl"
 """Every model call of a node, one JSON object per line, in the node's directory (`evoforge show --calls`)."""
 
 
-def ask(res: Resources, role: Role, messages: list[BaseMessage], state: State, *, attempt: object) -> tuple[str, Usage]:
+def ask(res: Resources, role: Role, messages: list[BaseMessage], state: State, *, attempt: object,
+        grammar: str | None = None) -> tuple[str, Usage]:
     """One call of `role`'s model for the node `state` is building, added to the node's transcript; raises
-    LLMCallError (the caller decides what a failure means)."""
+    LLMCallError (the caller decides what a failure means). `grammar` constrains the reply where the
+    provider supports it (see `grammar_options`)."""
     # lanes of one round may share a parent and so a prompt: the lane keeps their samples apart
     seed = sampling_seed(res.config.seed, state.run_id, state.round, state.lane, role, attempt)
+    model = res.chat_model(role)
+    options = grammar_options(res.config.model_for(role), model, grammar)
     call = {"role": role, "round": state.round, "lane": state.lane, "attempt": repr(attempt), "seed": seed,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "messages": [{"type": m.type, "content": m.text} for m in messages]}
+            "at": datetime.now(UTC).isoformat(timespec="seconds"), "constrained": bool(options),
+            "messages": message_records(messages)}
     try:
-        reply, usage = call_model(res.chat_model(role), messages, seed=seed, run_id=state.run_id)
+        reply, usage = call_model(model, messages, seed=seed, options=options, run_id=state.run_id)
     except LLMCallError as exc:
         _append_transcript(res, state, {**call, "error": str(exc)})
         raise
     _append_transcript(res, state, {**call, "reply": reply, "usage": usage.to_dict()})
     return reply, usage
+
+
+def message_records(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """Messages as plain JSON ({type, content}) for the graph state and the transcripts."""
+    return [{"type": m.type, "content": m.text} for m in messages]
+
+
+_MESSAGE_TYPES = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
+
+
+def messages_from_records(records: list[dict[str, str]]) -> list[BaseMessage]:
+    """The inverse of `message_records`."""
+    return [_MESSAGE_TYPES[record["type"]](record["content"]) for record in records]
 
 
 def _append_transcript(res: Resources, state: State, call: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.editing import EditError, apply_edit, keep_fixed_region, parse_edit, unified_diff
 from evoforge.agents.prompting import render
+from evoforge.agents.reply_grammar import debugger_grammar
 from evoforge.agents.static_checker import code_problems
 from evoforge.config import RunConfig
 from evoforge.graph.resources import resources_for
@@ -32,7 +33,8 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     messages = render(res.task, "debugger", candidate=state.candidate, failure=failure, feedback=earlier)
     update: dict[str, Any] = {"debug_attempts": attempts}
     try:
-        reply, usage = ask(res, "debugger", messages, state, attempt=attempts)
+        grammar = debugger_grammar(state.candidate["code"], evolve_block=res.task.evolve_block)
+        reply, usage = ask(res, "debugger", messages, state, attempt=attempts, grammar=grammar)
     except LLMCallError as exc:
         log.warning("debugger model call failed (round %s): %s", state.round, exc)
         problem = f"the model call failed: {exc}"

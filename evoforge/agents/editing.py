@@ -87,13 +87,39 @@ def _locate_loosely(code: str, search: str) -> tuple[int, int] | None:
     return None
 
 
+def _locate_in_order(code: str, search: str) -> tuple[int, int] | None:
+    """Find `search`'s lines in `code` in order but with gaps (a SEARCH that skipped a docstring or a comment);
+    (start, end) offsets of the span from its first to its last line, or None.
+
+    Small models often copy a region but leave out lines inside it; their REPLACE then omits them too, so the
+    span is what they meant. The span may be at most twice the SEARCH's length plus a few lines, so a stray
+    common line (`return x`) far below never stretches it over unrelated code."""
+    code_lines = code.splitlines(keepends=True)
+    wanted = [line.strip() for line in search.splitlines() if line.strip()]
+    if len(wanted) < 2:
+        return None
+    stripped = [line.strip() for line in code_lines]
+    limit = 2 * len(wanted) + 4
+    for first in (i for i, line in enumerate(stripped) if line == wanted[0]):
+        position, matched = first, 1
+        while matched < len(wanted) and position + 1 < len(stripped) and position + 1 - first < limit:
+            position += 1
+            if stripped[position] == wanted[matched]:
+                matched += 1
+        if matched == len(wanted):
+            start = sum(len(line) for line in code_lines[:first])
+            return start, start + sum(len(line) for line in code_lines[first : position + 1])
+    return None
+
+
 def apply_blocks(code: str, blocks: tuple[SearchReplace, ...]) -> str:
-    """Apply SEARCH/REPLACE blocks in order; exact match first, then a whitespace-tolerant line match."""
+    """Apply SEARCH/REPLACE blocks in order; exact match first, then a whitespace-tolerant line match, then the
+    SEARCH's lines in order with gaps (see `_locate_in_order`)."""
     for n, block in enumerate(blocks, 1):
         if block.search and block.search in code:
             code = code.replace(block.search, block.replace, 1)
             continue
-        span = _locate_loosely(code, block.search)
+        span = _locate_loosely(code, block.search) or _locate_in_order(code, block.search)
         if span is None:
             first = next((line for line in block.search.splitlines() if line.strip()), "")
             raise EditError(

@@ -18,7 +18,11 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from evoforge.tasks.spec import TaskSpec
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
-ROLES_WITH_PROMPTS = ("researcher", "debugger", "analyzer", "novelty_judge", "static_review")
+ROLES_WITH_PROMPTS = ("researcher", "debugger", "novelty_judge", "static_review")
+"""Roles with a conversation of their own: a system and a user template."""
+FOLLOW_UP_ROLES = ("analyzer",)
+"""Roles that continue the Researcher's conversation with one more user turn (a user template only): the
+whole earlier conversation is then a prefix a server's prompt cache already holds."""
 
 
 def _clip(text: Any, limit: int) -> str:
@@ -60,6 +64,17 @@ def _template(task: TaskSpec, name: str) -> jinja2.Template:
         path = (task.root / override).resolve()
         return _environment((str(path.parent), str(PROMPTS_DIR))).get_template(path.name)
     return _environment((str(PROMPTS_DIR),)).get_template(f"{name}.jinja")
+
+
+def render_follow_up(task: TaskSpec, role: str, conversation: list[BaseMessage], **variables: Any) -> list[BaseMessage]:
+    """`conversation` (the Researcher's, ending with its reply) plus `role`'s user turn; with no conversation
+    (a checkpoint from before conversations were kept) the Researcher's system prompt stands in for it."""
+    if role not in FOLLOW_UP_ROLES:
+        raise ValueError(f"role must be one of {FOLLOW_UP_ROLES}, got {role!r}")
+    if not conversation:
+        conversation = [SystemMessage(_template(task, "researcher.system").render(task=task).strip())]
+    user = _template(task, f"{role}.user").render(task=task, **variables).strip()
+    return [*conversation, HumanMessage(user)]
 
 
 def render(task: TaskSpec, role: str, **variables: Any) -> list[BaseMessage]:

@@ -10,9 +10,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 
-from evoforge.agents.base import add_usage, ask
+from evoforge.agents.base import add_usage, ask, message_records
 from evoforge.agents.editing import Edit, EditError, apply_edit, parse_edit, unified_diff
 from evoforge.agents.prompting import render
+from evoforge.agents.reply_grammar import researcher_grammar
 from evoforge.config import RunConfig
 from evoforge.graph.resources import resources_for
 from evoforge.graph.state import State
@@ -68,12 +69,13 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
         cognition=state.cognition,
         feedback=state.feedback,
     )
+    grammar = researcher_grammar(parent_code, evolve_block=res.task.evolve_block)
     usage = state.usage
     errors: list[str] = []
     for parse_try in range(res.config.bounds.max_parse_retries + 1):
         attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
         try:
-            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt)
+            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt, grammar=grammar)
         except LLMCallError as exc:
             log.warning("researcher model call failed (round %s): %s", state.round, exc)
             errors.append(f"the model call failed: {exc}")
@@ -97,6 +99,8 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             "code": code,
             "diff": unified_diff(parent_code, code),
             "edit_mode": mode,
+            # the Analyzer continues this conversation, so a server's prompt cache serves its whole prefix
+            "conversation": message_records([*messages, AIMessage(reply)]),
         }
         return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors)}
     return {

@@ -97,6 +97,11 @@ class LocalModelServer:
             return self
         if not self.model_path.is_file():
             raise FileNotFoundError(f"model_path: no GGUF file at {self.model_path}")
+        # imported here, not with the package, so `python -m evoforge.llm.cpu_build` (the install script) runs
+        # a module the package has not loaded yet
+        from evoforge.llm.cpu_build import check_build
+
+        check_build()  # a build for wider instructions than this CPU has would die with SIGILL mid-run
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.log_path = self.log_dir / f"llama-{self.alias}-{self.port}.log"

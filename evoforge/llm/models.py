@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
-from evoforge.config import ConfigError, ModelConfig
+from evoforge.config import ConfigError, ModelConfig, Role
 from evoforge.llm.local import ensure_model_file, get_local_server
 from evoforge.llm.scripted import ScriptedChatModel
 
@@ -31,7 +32,7 @@ def models_dir() -> Path:
     return Path(cache_home) / "evoforge" / "models"
 
 
-def _openai_model(cfg: ModelConfig) -> ChatOpenAI:
+def _openai_model(cfg: ModelConfig, role: Role) -> ChatOpenAI:
     api_key = os.environ.get(cfg.api_key_env)
     if not api_key:
         raise ConfigError(
@@ -43,13 +44,15 @@ def _openai_model(cfg: ModelConfig) -> ChatOpenAI:
         model=cfg.model,
         api_key=api_key,
         temperature=cfg.temperature,
-        max_tokens=cfg.max_tokens,
+        max_tokens=cfg.max_tokens_for(role),
         timeout=cfg.timeout_s,
         max_retries=2,
     )
 
 
 def _local_server_url(cfg: ModelConfig, state_dir: Path) -> str:
+    if cfg.base_url:
+        return cfg.base_url
     model_file = ensure_model_file(cfg.model, models_dir())
     server = get_local_server(
         model_file,
@@ -61,7 +64,7 @@ def _local_server_url(cfg: ModelConfig, state_dir: Path) -> str:
     return server.url
 
 
-def _local_model(cfg: ModelConfig, server_url: str) -> ChatOpenAI:
+def _local_model(cfg: ModelConfig, role: Role, server_url: str) -> ChatOpenAI:
     return ChatOpenAI(
         base_url=server_url,
         model=cfg.model,
@@ -69,7 +72,7 @@ def _local_model(cfg: ModelConfig, server_url: str) -> ChatOpenAI:
         temperature=cfg.temperature,
         # langchain-openai sends `max_tokens` as `max_completion_tokens`, which llama-cpp-python's
         # server ignores (it would generate until the context is full); send the field it reads.
-        extra_body={"max_tokens": cfg.max_tokens},
+        extra_body={"max_tokens": cfg.max_tokens_for(role)},
         timeout=cfg.timeout_s,
         max_retries=2,
         # The server is on loopback: never route it through a proxy from the environment.
@@ -78,11 +81,11 @@ def _local_model(cfg: ModelConfig, server_url: str) -> ChatOpenAI:
     )
 
 
-def _build(cfg: ModelConfig, role: str, server_url: str | None) -> BaseChatModel:
+def _build(cfg: ModelConfig, role: Role, server_url: str | None) -> BaseChatModel:
     if cfg.provider == "openai":
-        return _openai_model(cfg)
+        return _openai_model(cfg, role)
     if cfg.provider == "local" and server_url is not None:
-        return _local_model(cfg, server_url)
+        return _local_model(cfg, role, server_url)
     if cfg.provider == "scripted":
         if not cfg.script:
             raise ConfigError("llm.script: provider 'scripted' needs a script file, got None")
@@ -90,7 +93,7 @@ def _build(cfg: ModelConfig, role: str, server_url: str | None) -> BaseChatModel
     raise ConfigError(f"llm.provider: expected local | openai | scripted, got {cfg.provider!r}")
 
 
-def make_chat_model(cfg: ModelConfig, *, role: str, state_dir: Path) -> BaseChatModel:
+def make_chat_model(cfg: ModelConfig, *, role: Role, state_dir: Path) -> BaseChatModel:
     """The chat model for `role`, built once per (config, role) in this process.
 
     `openai` needs the key in the environment variable named by `cfg.api_key_env`; `local` assembles
@@ -103,6 +106,15 @@ def make_chat_model(cfg: ModelConfig, *, role: str, state_dir: Path) -> BaseChat
         if key not in _MODELS:
             _MODELS[key] = _build(cfg, role, server_url)
         return _MODELS[key]
+
+
+def grammar_options(cfg: ModelConfig, model: BaseChatModel, grammar: str | None) -> dict[str, Any]:
+    """Invoke keyword arguments that constrain a call's decoding to `grammar` (GBNF) on a llama.cpp server;
+    none for other providers, which would reject the field, or when `cfg.constrained` is off."""
+    if grammar is None or cfg.provider != "local" or not cfg.constrained or not isinstance(model, ChatOpenAI):
+        return {}
+    # a per-call extra_body replaces the model's own, which carries max_tokens: merge them
+    return {"extra_body": {**(model.extra_body or {}), "grammar": grammar}}
 
 
 def clear_model_cache() -> None:

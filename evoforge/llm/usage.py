@@ -6,10 +6,10 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +54,23 @@ RUN_ID_METADATA = "evoforge_run_id"
 """Metadata key naming the run a call serves (tracing shows it; a scripted model keeps its place per run)."""
 
 
-def call_model(model: BaseChatModel, messages: list[BaseMessage], *, seed: int | None,
-               run_id: str | None = None) -> tuple[str, Usage]:
+def call_model(
+    model: BaseChatModel, messages: list[BaseMessage], *, seed: int | None, options: dict[str, Any] | None = None,
+    run_id: str | None = None,
+) -> tuple[str, Usage]:
     """Invoke `model` once and return the reply text and what it cost.
 
     `seed` is sent as the request's sampling seed (the OpenAI API's `seed` field), so repeated calls
     with the same prompt can differ even where a server would otherwise reuse one fixed seed;
-    None leaves it to the provider. `run_id` goes into the call's metadata as `RUN_ID_METADATA`.
+    None leaves it to the provider. `options` are further request fields (a decoding grammar). `run_id`
+    goes into the call's metadata as `RUN_ID_METADATA`.
     """
     started = time.perf_counter()
-    config = RunnableConfig(metadata={RUN_ID_METADATA: run_id}) if run_id else None
+    kwargs = dict(options or {})
+    if seed is not None:
+        kwargs["seed"] = seed
     try:
-        reply = model.invoke(messages, config) if seed is None else model.invoke(messages, config, seed=seed)
+        reply = model.invoke(messages, {"metadata": {RUN_ID_METADATA: run_id}} if run_id else None, **kwargs)
     except Exception as exc:
         # Provider errors come in many types (openai.APIError, httpx errors, scripted failures):
         # callers handle one type and read the cause from the chain.

@@ -1,0 +1,283 @@
+"""Side-by-side search benchmark: EvoForge, OpenEvolve and ShinkaEvolve on one task, one model server, one budget.
+
+    python benchmarks/search.py [--task circle_packing] [--budget-min 20] [--systems evoforge openevolve shinka]
+                                [--ablate cognition] [--ablate analyzer] [--model qwen2.5-coder-1.5b]
+
+One embedded llama.cpp server (the same build, model, context and threads) serves the systems one after another;
+each talks to it through a counting proxy (benchmarks/peers/proxy.py) under the same wall-clock budget, after
+which its whole process tree is killed. The server is restarted between systems, so a call a killed system left
+running, or a prompt cache it warmed, never reaches the next one. Every program is scored by the task's own evaluator through EvoForge's sandbox and stage
+cascade (the peers through `evoforge evaluate`), so validity is judged the same strict way for all. Recorded per
+system: best-so-far against wall time and against tokens, model calls, prompt/completion tokens, candidates
+generated / evaluated / valid, duplicate programs evaluated (the same fingerprint as an earlier evaluated one,
+evoforge/memory/fingerprint.py), replies that yielded no program, and round latency. The peers live in their own
+venv (their pins would downgrade EvoForge's openai, httpx and rich): `.venv/bin/python -m benchmarks.peers`
+creates it; a missing peer is named and skipped. `--ablate` adds EvoForge runs with cognition retrieval off or
+the Analyzer's model call off (the paper's ablation), each under `--ablation-budget-min` (default: the same
+budget); compare them with the full run's best at that minute, which its curve gives.
+
+Results: benchmarks/results/search.json and search.png, and a table on stdout. Run it on quiet cores: a second
+model server, a test run or a build beside it slows every model call 3-10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers import PeerMissing, openevolve_peer, shinka_peer  # noqa: E402
+from benchmarks.peers.budget import run_under_budget  # noqa: E402
+from benchmarks.peers.proxy import CountingProxy  # noqa: E402
+from evoforge.config import load_config  # noqa: E402  (the repository root goes on sys.path first)
+from evoforge.graph.resources import open_store  # noqa: E402
+from evoforge.llm.cpu_build import STAMP_NAME  # noqa: E402
+from evoforge.llm.local import LocalModelServer, ensure_model_file  # noqa: E402
+from evoforge.llm.models import models_dir  # noqa: E402
+from evoforge.memory.fingerprint import code_hash  # noqa: E402
+from evoforge.tasks.spec import load_task  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+PEERS = {"openevolve": openevolve_peer, "shinka": shinka_peer}
+ABLATIONS = {
+    "cognition": {"cognition": {"top_k": 0}},
+    "analyzer": {"llm_analysis": False},
+}
+
+
+def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, work: Path, label: str,
+                 overrides: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
+    """One EvoForge run on the embedded defaults, its model at `base_url`, killed at the budget.
+
+    Returns the start time and the recorded nodes as evaluations ({t, score, valid, fingerprint, ...}).
+    """
+    state_dir = work / f"evoforge-{label}"
+    config_data: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "llm": {"provider": "local", "base_url": base_url, "model": model},
+        **overrides,
+    }
+    config_path = work / f"evoforge-{label}.yaml"
+    config_path.write_text(yaml.safe_dump(config_data))
+    run_id = f"bench-{label}"
+    command = [str(ROOT / ".venv" / "bin" / "evoforge"), "run", str(task_dir), "--rounds", "100000",
+               "--config", str(config_path), "--run-id", run_id]
+    started = time.time()
+    run_under_budget(command, budget_s, work / f"evoforge-{label}.log", cwd=work)
+    config = load_config(config_path)
+    database, store = open_store(config)
+    try:
+        nodes = store.list_nodes(run_id)
+    finally:
+        database.close()
+    evaluations = []
+    for node in nodes:
+        retries = node.resources.get("retries", {})
+        usage = node.resources.get("usage", {})
+        evaluations.append({
+            "t": node.created_at.timestamp() if node.created_at else started,
+            "round": node.round,
+            "status": node.status,
+            "evaluated": bool(node.stage_results),
+            "score": node.score if node.valid else 0.0,
+            "valid": node.valid,
+            "fingerprint": code_hash(node.code) if node.code and node.stage_results else None,
+            "researcher_calls": usage.get("researcher", {}).get("calls", 0),
+            "unparsed": retries.get("parse", 0) + (1 if node.status == "parse_failed" else 0),
+        })
+    return started, evaluations
+
+
+def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: float, work: Path,
+             seed: int) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+    eval_log = work / f"{name}-evaluations.jsonl"
+    started = time.time()
+    summary = PEERS[name].run(task_dir, base_url, model, budget_s, work / name, eval_log, seed=seed)
+    lines = eval_log.read_text().splitlines() if eval_log.exists() else []
+    evaluations = []
+    for line in lines:
+        record = json.loads(line)
+        evaluations.append({"t": record["t"], "evaluated": True, "score": record["score"] if record["valid"] else 0.0,
+                            "valid": record["valid"], "fingerprint": record.get("fingerprint")})
+    return started, evaluations, summary
+
+
+def summarise(label: str, started: float, budget_s: float, evaluations: list[dict[str, Any]],
+              calls: list[dict[str, Any]], direction: str) -> dict[str, Any]:
+    """The figures of one system: curves of best-so-far against time and tokens, and the candidate funnel."""
+    better = (lambda a, b: a > b) if direction == "maximize" else (lambda a, b: a < b)
+    calls = sorted(calls, key=lambda c: c["t"])
+    tokens_at = []
+    total = 0
+    for call in calls:
+        total += int(call.get("prompt_tokens") or 0) + int(call.get("completion_tokens") or 0)
+        tokens_at.append((call["t"] + float(call.get("seconds") or 0.0), total))
+
+    def tokens_by(t: float) -> int:
+        spent = [tokens for end, tokens in tokens_at if end <= t]
+        return spent[-1] if spent else 0
+
+    best: float | None = None
+    curve_time, curve_tokens = [], []
+    seen: set[str] = set()
+    duplicates = 0
+    for record in sorted(evaluations, key=lambda r: r["t"]):
+        if not record["evaluated"]:
+            continue
+        fingerprint = record.get("fingerprint")
+        if fingerprint:
+            duplicates += fingerprint in seen
+            seen.add(fingerprint)
+        if record["valid"] and (best is None or better(record["score"], best)):
+            best = record["score"]
+        if best is not None:
+            curve_time.append([round((record["t"] - started) / 60, 3), best])
+            curve_tokens.append([tokens_by(record["t"]), best])
+    evaluated = [r for r in evaluations if r["evaluated"]]
+    generated = sum(r.get("researcher_calls", 0) for r in evaluations) if evaluations and "researcher_calls" in \
+        evaluations[0] else len(calls)
+    unparsed = sum(r.get("unparsed", 0) for r in evaluations) if evaluations and "unparsed" in evaluations[0] \
+        else max(0, len(calls) - len(evaluated))
+    times = sorted(r["t"] for r in evaluations)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return {
+        "system": label,
+        "budget_min": budget_s / 60,
+        "best": best,
+        "model_calls": len(calls),
+        "prompt_tokens": sum(int(c.get("prompt_tokens") or 0) for c in calls),
+        "completion_tokens": sum(int(c.get("completion_tokens") or 0) for c in calls),
+        "model_seconds": round(sum(float(c.get("seconds") or 0.0) for c in calls), 1),
+        "generated": generated,
+        "evaluated": len(evaluated),
+        "valid": sum(1 for r in evaluated if r["valid"]),
+        "duplicates_evaluated": duplicates,
+        "unparsed_replies": unparsed,
+        "round_p50_s": round(statistics.median(gaps), 1) if gaps else None,
+        "curve_time_min": curve_time,
+        "curve_tokens": curve_tokens,
+    }
+
+
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_time, by_tokens) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for result in results:
+        for axis, key in ((by_time, "curve_time_min"), (by_tokens, "curve_tokens")):
+            points = result[key]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axis.step(xs, ys, where="post", label=f"{result['system']} (best {result['best']:.4f})")
+    by_time.set(xlabel="wall time (minutes)", ylabel="best score so far", title=title)
+    by_tokens.set(xlabel="model tokens (prompt + completion)", ylabel="best score so far", title="against tokens")
+    for axis in (by_time, by_tokens):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="search benchmark")
+    columns = ["system", "best", "model_calls", "prompt_tokens", "completion_tokens", "generated", "evaluated",
+               "valid", "duplicates_evaluated", "unparsed_replies", "round_p50_s"]
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="left" if column == "system" else "right")
+    for result in results:
+        table.add_row(*(f"{result[c]:.4f}" if c == "best" and result[c] is not None else str(result[c])
+                        for c in columns))
+    Console().print(table)
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    stamp = ROOT / ".venv" / STAMP_NAME
+    return {"cpu": cpu, "cores": os.cpu_count(), "llama_build": stamp.read_text().strip() if stamp.exists() else None,
+            "load_avg_at_start": os.getloadavg(), "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="circle_packing", help="a built-in task name or a task directory")
+    parser.add_argument("--budget-min", type=float, default=20.0, help="wall-clock budget per system, minutes")
+    parser.add_argument("--systems", nargs="+", default=["evoforge", "openevolve", "shinka"],
+                        choices=["evoforge", *PEERS])
+    parser.add_argument("--ablate", action="append", default=[], choices=sorted(ABLATIONS))
+    parser.add_argument("--ablation-budget-min", type=float, default=None,
+                        help="budget of each ablation run (default: --budget-min)")
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None, help="where runs keep their files (default: a new dir)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
+    args = parser.parse_args()
+
+    task = load_task(args.task)
+    work = args.work or Path(f"/tmp/evoforge-search-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    work.mkdir(parents=True, exist_ok=True)
+    budget_s = args.budget_min * 60
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    host = machine()
+    model_file = ensure_model_file(args.model, models_dir())
+    ablation_budget_s = (args.ablation_budget_min or args.budget_min) * 60
+    plan = [(name, None, budget_s) for name in args.systems]
+    plan += [(f"evoforge-no-{name}", name, ablation_budget_s) for name in args.ablate]
+    results, missing = [], {}
+    for label, ablation, budget in plan:
+        print(f"[search] {label}: {budget / 60:g} min on {task.name}", flush=True)
+        server = LocalModelServer(model_file, n_ctx=8192, log_dir=work / "logs", alias=args.model, n_threads=2)
+        server.start()
+        proxy = CountingProxy(server.url, work / f"{label}-llm_calls.jsonl")
+        base_url = proxy.start()
+        proxy.set_label(label)
+        try:
+            if label in PEERS:
+                try:
+                    started, evaluations, _ = run_peer(label, task.root, base_url, args.model, budget, work,
+                                                       args.seed)
+                except PeerMissing as exc:
+                    missing[label] = str(exc)
+                    print(f"[search] {label} skipped: {exc}", flush=True)
+                    continue
+            else:
+                overrides = ABLATIONS[ablation] if ablation else {}
+                started, evaluations = run_evoforge(task.root, base_url, args.model, budget, work, label,
+                                                    overrides)
+            result = summarise(label, started, budget, evaluations, proxy.records(), task.score.direction)
+        finally:
+            proxy.stop()
+            server.stop()
+        results.append(result)
+        print(f"[search] {label}: best {result['best']}, {result['evaluated']} evaluated", flush=True)
+    payload = {"task": task.name, "model": args.model, "date": started_at, "machine": host,
+               "budget_min": args.budget_min, "missing_peers": missing, "work_dir": str(work), "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1))
+    plot(results, args.out.with_suffix(".png"), f"{task.name}, {args.model}, {host['cores']} cores")
+    print_table(results)
+    if missing:
+        print("missing peers: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

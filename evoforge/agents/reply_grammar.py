@@ -1,0 +1,66 @@
+"""Grammars (llama.cpp GBNF) of the Researcher's and the Debugger's reply formats, for constrained decoding.
+
+A small model asked for SEARCH/REPLACE edits mostly fails in ways a grammar rules out: a malformed block,
+SEARCH lines that are not in the program, prose after the edit, or a reply cut off mid-block. Under these
+grammars every SEARCH line is one of the program's own lines (inside its evolvable region), the reply holds
+one to `MAX_BLOCKS` blocks (or, for the Researcher, one fenced program) and ends right after them. What the
+lines *say* stays free; the parser (`editing.py`) still checks contiguity and applies the edit.
+"""
+
+from __future__ import annotations
+
+from evoforge.agents.editing import BLOCK_END, BLOCK_START, split_evolve_block
+
+MAX_BLOCKS = 4
+MAX_SEARCH_LINES = 80
+MAX_REPLACE_LINES = 160
+
+_COMMON_RULES = f"""
+sentence ::= [^\\n]+ "\\n"
+edits ::= block ("\\n"? block){{0,{MAX_BLOCKS - 1}}}
+block ::= "<<<<<<< SEARCH\\n" anchor{{1,{MAX_SEARCH_LINES}}} "=======\\n" new-line{{0,{MAX_REPLACE_LINES}}} ">>>>>>> REPLACE\\n"
+new-line ::= "\\n" | [^>\\n] [^\\n]* "\\n"
+"""
+# A REPLACE line may not start with ">": that is how the block's end stays unambiguous (no Python line does).
+
+_REWRITE_RULES = """
+rewrite ::= "```python\\n" code-line+ "```"
+code-line ::= "\\n" | [^`\\n] [^\\n]* "\\n"
+"""
+
+
+def _literal(line: str) -> str:
+    """`line` + newline as a GBNF string literal."""
+    out = []
+    for char in line:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '\\n"'
+
+
+def _anchor_rule(program: str, *, evolve_block: bool) -> str:
+    """`anchor` matches any one line of the region an edit may touch (the evolvable block, else everything)."""
+    parts = split_evolve_block(program) if evolve_block else None
+    region = parts[1] if parts is not None else program
+    lines = sorted({line.rstrip("\r") for line in region.splitlines()} - {""})
+    lines = [line for line in lines if BLOCK_START not in line and BLOCK_END not in line]
+    choices = [_literal(line) for line in lines] + ['"\\n"']
+    return "anchor ::= " + " | ".join(choices)
+
+
+def researcher_grammar(program: str, *, evolve_block: bool) -> str:
+    """NAME and MOTIVATION lines, then SEARCH/REPLACE blocks against `program`, or one fenced new program."""
+    root = 'root ::= "NAME: " name "\\n" "MOTIVATION: " sentence (edits | rewrite)\nname ::= [A-Za-z0-9_]+'
+    return "\n".join([root, _COMMON_RULES.strip(), _REWRITE_RULES.strip(), _anchor_rule(program, evolve_block=evolve_block)])
+
+
+def debugger_grammar(program: str, *, evolve_block: bool) -> str:
+    """A FIX line, then SEARCH/REPLACE blocks against the failing `program`."""
+    root = 'root ::= "FIX: " sentence edits'
+    return "\n".join([root, _COMMON_RULES.strip(), _anchor_rule(program, evolve_block=evolve_block)])
