@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from langgraph.types import Command, Interrupt
+from pydantic import ValidationError
 
 from evoforge.agents.engineer import needs_approval, parse_decision
 from evoforge.config import RunConfig
-from evoforge.graph.runner import approve, pending_approvals
+from evoforge.graph.runner import approve, checkpointed_graph, pending_approvals, start_run, thread_config
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import NodeStore
 from evoforge.tasks.spec import load_task
@@ -93,3 +96,76 @@ def test_cli_run_stops_for_approval_and_continues(database: Database, tmp_path: 
 
     with pytest.raises(ValueError, match="no pending approval"):
         approve("asks", {"action": "approve"}, base=base)
+
+
+THIRD_REPLY = """NAME: grid_by_steps
+MOTIVATION: The same grid written as steps of 0.2 from 0.1.
+<<<<<<< SEARCH
+    grid = (np.arange(5) + 0.5) / 5
+=======
+    grid = 0.1 + 0.2 * np.arange(5)
+>>>>>>> REPLACE
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_refused_answer_leaves_the_approval_answerable(database: Database, tmp_path: Path) -> None:
+    """A malformed answer or an edit of a setting the stage lacks fails the resume that brought it; the question
+    stays open, and each way of answering still works: a plain resume (the thread API's), a resume addressed by
+    interrupt id, and `evoforge approve --set`."""
+    script = yaml.safe_load((SCRIPTS / "approval.yaml").read_text())
+    script["researcher"].append(THIRD_REPLY)
+    (tmp_path / "script.yaml").write_text(yaml.safe_dump(script))
+    state_dir = tmp_path / "state"
+    config = RunConfig(task="circle_packing", rounds=3, database_url=database.url, state_dir=state_dir,
+                       llm={"provider": "scripted", "script": str(tmp_path / "script.yaml")},
+                       sampling={"policy": "greedy", "inspirations": 1},
+                       novelty={"duplicate_similarity": 0.9999, "judge_similarity": 0.9999},
+                       approval_cost_threshold=0.005)
+    start_run(config, "refuses")
+    with checkpointed_graph(config) as graph:
+        thread = thread_config("refuses")
+
+        def answer(resume: Any) -> None:
+            for _ in graph.stream(Command(resume=resume), thread, context=config, durability="sync"):
+                pass
+
+        def asked() -> Interrupt:
+            (question,) = graph.get_state(thread).interrupts
+            return question
+
+        first = asked()
+        assert first.value["round"] == 1 and first.value["stage"] == "full"
+        for refused, message in [({"action": "maybe"}, "got {'action': 'maybe'}"),
+                                 ({first.id: {"action": "edit", "settings": {"nosuch": 1}}},
+                                  "the stage has no setting 'nosuch'; its settings are ")]:
+            with pytest.raises(ValidationError, match=message):
+                answer(refused)
+            assert asked() == first, "the same question stays open"
+        with pytest.raises(ValueError, match="the stage has no setting 'nosuch'"):
+            approve("refuses", {"action": "edit", "settings": {"nosuch": 1}}, base=config)
+        answer({"action": "approve"})
+
+        second = asked()
+        assert second.value["round"] == 2
+        with pytest.raises(ValidationError, match="'maybe'"):
+            answer("maybe")
+        answer({second.id: {"action": "edit", "settings": {"repeats": 1}}})
+
+        third = asked()
+        assert third.value["round"] == 3
+        with pytest.raises(ValidationError, match="'maybe'"):
+            answer({"action": "maybe"})
+
+    env = {**os.environ, "EVOFORGE_DATABASE_URL": database.url, "EVOFORGE_STATE_DIR": str(state_dir)}
+    refused_cli = subprocess.run([str(EVOFORGE), "approve", "refuses", "--set", "nosuch=1"], capture_output=True,
+                                 text=True, env=env, timeout=300)
+    assert refused_cli.returncode == 2 and "the stage has no setting 'nosuch'" in refused_cli.stderr
+    edited = subprocess.run([str(EVOFORGE), "approve", "refuses", "--set", "repeats=1"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+
+    nodes = {node.round: node for node in NodeStore(database).list_nodes("refuses")}
+    assert [nodes[r].status for r in (1, 2, 3)] == ["evaluated"] * 3
+    assert [nodes[r].stage_results[-1]["metrics"]["repeats"] for r in (1, 2, 3)] == [2, 1, 1]

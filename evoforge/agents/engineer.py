@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from evoforge.config import RunConfig
 from evoforge.graph.resources import Resources, resources_for
@@ -60,8 +62,10 @@ def approval_request(state: State, stage: Stage) -> dict[str, Any]:
     }
 
 
-def parse_decision(value: Any) -> dict[str, Any]:
-    """Normalise a resume value; a bare string is an action. Anything unusable is a ValueError naming it."""
+def parse_decision(value: Any, stage_settings: Collection[str] | None = None) -> dict[str, Any]:
+    """Normalise a resume value; a bare string is an action. Anything unusable is a ValueError naming it, and so is
+    a setting the stage does not have when its `stage_settings` are given (the evaluator would take it for the
+    candidate's fault)."""
     if isinstance(value, str):
         value = {"action": value}
     if not isinstance(value, dict) or value.get("action") not in ("approve", "reject", "edit"):
@@ -69,7 +73,35 @@ def parse_decision(value: Any) -> dict[str, Any]:
     settings = value.get("settings") or {}
     if not isinstance(settings, dict):
         raise ValueError(f"approval settings must be a mapping, got {settings!r}")
+    unknown = sorted(set(settings) - set(stage_settings)) if stage_settings is not None else []
+    if unknown:
+        raise ValueError(f"approval settings: the stage has no setting {', '.join(map(repr, unknown))}; its settings "
+                         f"are {sorted(stage_settings or ()) or 'none'}")
     return {"action": value["action"], "settings": settings, "reason": str(value.get("reason") or "")}
+
+
+class ApprovalDecision(BaseModel):
+    """A person's answer to an approval request: the `response_schema` of its interrupt. LangGraph validates a
+    resume value against it before saving it, so a malformed answer fails that resume and the interrupt stays
+    open for the next one (raised from the node instead, it would be saved and replayed on every later resume)."""
+
+    action: Literal["approve", "reject", "edit"]
+    settings: dict[str, Any] = Field(default_factory=dict, description="for edit: stage settings to change")
+    reason: str = Field("", description="free text")
+    stage_settings: ClassVar[frozenset[str]] = frozenset()
+    """The settings of the stage asked about (set on the per-stage subclass)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parsed(cls, value: Any) -> dict[str, Any]:
+        return parse_decision(value, cls.stage_settings)
+
+
+def decision_schema(stage: Stage) -> type[ApprovalDecision]:
+    """The answer a person may give about `stage`: an edit names only settings the stage has."""
+    schema = create_model(f"ApprovalOf_{stage.name}", __base__=ApprovalDecision)
+    schema.stage_settings = frozenset(stage.settings)
+    return schema
 
 
 def metrics_verdict(metrics_text: str) -> dict[str, Any]:
@@ -113,7 +145,8 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     approval = state.approval
     settings = None
     if needs_approval(res.config, stage):
-        approval = parse_decision(interrupt(approval_request(state, stage)))
+        answer = interrupt(approval_request(state, stage), response_schema=decision_schema(stage))
+        approval = answer.model_dump()
         if approval["action"] == "reject":
             reason = approval["reason"] or "no reason given"
             return {"approval": approval, "status": "rejected_by_human",

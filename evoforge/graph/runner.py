@@ -208,6 +208,8 @@ def approve(run_id: str, decision: dict[str, Any], *, lane: int | None = None, b
             lane = waiting[0]
         elif lane not in waiting:
             raise ValueError(f"lane {lane} of run {run_id!r} has no pending approval; waiting: {waiting}")
+        # an edit of a setting the stage lacks is refused here, before it reaches the graph
+        parse_decision(decision, _lane_interrupts(graph, run_id, lane)[0]["settings"])
         return _drive(graph, {lane: Command(resume=decision)}, run_id, config, on_update)
 
 
