@@ -32,9 +32,9 @@ def default_state_dir() -> Path:
 
 
 ROLE_MAX_TOKENS: dict[Role, int] = {
-    "researcher": 1024,
-    "debugger": 1024,
-    "analyzer": 256,
+    "researcher": 768,
+    "debugger": 768,
+    "analyzer": 160,
     "novelty_judge": 48,
     "static_review": 256,
 }

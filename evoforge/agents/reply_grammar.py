@@ -12,16 +12,21 @@ from __future__ import annotations
 from evoforge.agents.editing import BLOCK_END, BLOCK_START, split_evolve_block
 
 MAX_BLOCKS = 4
-MAX_SEARCH_LINES = 80
-MAX_REPLACE_LINES = 160
+MAX_SENTENCE_CHARS = 320
+"""A MOTIVATION or FIX line: room for two or three sentences, not a paragraph (every token costs ~0.1 s here)."""
+MAX_SEARCH_LINES = 12
+"""Copying a whole function into SEARCH (and often an empty REPLACE after it) is the 1.5B model's habit and its
+slowest way to say anything; a SEARCH stops at this many lines, which is room for any focused edit."""
+MAX_REPLACE_LINES = 80
 
 _COMMON_RULES = f"""
-sentence ::= [^\\n]+ "\\n"
+sentence ::= [^\\n]{{1,{MAX_SENTENCE_CHARS}}} "\\n"
 edits ::= block ("\\n"? block){{0,{MAX_BLOCKS - 1}}}
-block ::= "<<<<<<< SEARCH\\n" anchor{{1,{MAX_SEARCH_LINES}}} "=======\\n" new-line{{0,{MAX_REPLACE_LINES}}} ">>>>>>> REPLACE\\n"
+block ::= "<<<<<<< SEARCH\\n" anchor{{1,{MAX_SEARCH_LINES}}} "=======\\n" new-line{{1,{MAX_REPLACE_LINES}}} ">>>>>>> REPLACE\\n"
 new-line ::= "\\n" | [^>\\n] [^\\n]* "\\n"
 """
 # A REPLACE line may not start with ">": that is how the block's end stays unambiguous (no Python line does).
+# A REPLACE holds at least one line (a blank one deletes): an empty one was mostly a SEARCH copied by mistake.
 
 _REWRITE_RULES = """
 rewrite ::= "```python\\n" code-line+ "```"
