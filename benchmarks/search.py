@@ -95,7 +95,7 @@ def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, wor
             "valid": node.valid,
             "fingerprint": code_hash(node.code) if node.code and node.stage_results else None,
             "researcher_calls": usage.get("researcher", {}).get("calls", 0),
-            "unparsed": retries.get("parse", 0) + (1 if node.status == "parse_failed" else 0),
+            "unparsed": retries.get("parse", 0),  # every unusable reply of the round, the last included
         })
     return started, evaluations
 

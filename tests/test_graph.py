@@ -96,6 +96,11 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     assert [call["role"] for call in calls] == ["researcher", "researcher", "researcher", "analyzer"]
     assert [call["messages"][-1]["content"] for call in calls[:3]] == [m[-1].content for m in researcher.received[:3]]
     assert "NAME: square_grid" in calls[2]["reply"] and len({call["seed"] for call in calls[:3]}) == 3
+    # the Analyzer continues the accepted Researcher call's conversation: that whole exchange is its prefix
+    accepted = [*calls[2]["messages"], {"type": "ai", "content": calls[2]["reply"]}]
+    assert calls[3]["messages"][:-1] == accepted and calls[3]["messages"][-1]["type"] == "human"
+    assert "Now act as the Analyzer" in calls[3]["messages"][-1]["content"]
+    assert grid.resources["retries"] == {"parse": 0, "static": 1, "novelty": 1, "debug": 0}
 
     with checkpointed_graph(config) as graph:
         history = list(graph.get_state_history(thread_config("branches")))
@@ -163,3 +168,14 @@ def test_a_missing_script_stops_the_run_before_its_first_step(database: Database
     assert steps == [], "a step ran before the configuration was checked"
     store = NodeStore(database)
     assert store.list_nodes("broken") == [] and store.list_nodes("broken-too") == [], "the seed was evaluated"
+
+
+def test_without_llm_analysis_the_node_gets_a_factual_report_and_no_model_call(database: Database,
+                                                                             tmp_path: Path) -> None:
+    config = scripted_config(database, tmp_path, "every_branch.yaml", rounds=1, llm_analysis=False)
+    outcome, steps = run_recording_steps(config, "no-analyzer")
+    assert steps == ["prepare_run", *ROUND_1]
+    grid = next(n for n in resources.get_resources(config).nodes.list_nodes("no-analyzer") if n.round == 1)
+    assert grid.valid and grid.analysis.startswith("RESULT: evaluated") and "stage full: ok" in grid.analysis
+    transcript = tmp_path / "state" / "runs" / "no-analyzer" / "nodes" / grid.id / TRANSCRIPT
+    assert [json.loads(line)["role"] for line in transcript.read_text().splitlines()] == ["researcher"] * 3
