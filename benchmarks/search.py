@@ -268,11 +268,13 @@ def main() -> None:
             server.stop()
         results.append(result)
         print(f"[search] {label}: best {result['best']}, {result['evaluated']} evaluated", flush=True)
-    payload = {"task": task.name, "model": args.model, "date": started_at, "machine": host,
-               "budget_min": args.budget_min, "missing_peers": missing, "work_dir": str(work), "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1))
-    plot(results, args.out.with_suffix(".png"), f"{task.name}, {args.model}, {host['cores']} cores")
+        # written after every system, so a benchmark stopped part way keeps what it measured
+        payload = {"task": task.name, "model": args.model, "date": started_at, "machine": host,
+                   "budget_min": args.budget_min, "missing_peers": missing, "work_dir": str(work),
+                   "results": results}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=1))
+        plot(results, args.out.with_suffix(".png"), f"{task.name}, {args.model}, {host['cores']} cores")
     print_table(results)
     if missing:
         print("missing peers: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
