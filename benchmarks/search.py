@@ -46,7 +46,6 @@ from evoforge.graph.resources import open_store  # noqa: E402
 from evoforge.llm.cpu_build import STAMP_NAME  # noqa: E402
 from evoforge.llm.local import LocalModelServer, ensure_model_file  # noqa: E402
 from evoforge.llm.models import models_dir  # noqa: E402
-from evoforge.memory.fingerprint import code_hash  # noqa: E402
 from evoforge.tasks.spec import load_task  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,10 +57,11 @@ ABLATIONS = {
 
 
 def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, work: Path, label: str,
-                 overrides: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
+                 overrides: dict[str, Any]) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
     """One EvoForge run on the embedded defaults, its model at `base_url`, killed at the budget.
 
-    Returns the start time and the recorded nodes as evaluations ({t, score, valid, fingerprint, ...}).
+    Returns the start time, the recorded nodes as evaluations ({t, score, valid, fingerprint, ...}) and the
+    funnel its nodes record: Researcher replies generated, and those that yielded no program.
     """
     state_dir = work / f"evoforge-{label}"
     config_data: dict[str, Any] = {
@@ -82,22 +82,19 @@ def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, wor
         nodes = store.list_nodes(run_id)
     finally:
         database.close()
-    evaluations = []
-    for node in nodes:
-        retries = node.resources.get("retries", {})
-        usage = node.resources.get("usage", {})
-        evaluations.append({
-            "t": node.created_at.timestamp() if node.created_at else started,
-            "round": node.round,
-            "status": node.status,
-            "evaluated": bool(node.stage_results),
-            "score": node.score if node.valid else 0.0,
-            "valid": node.valid,
-            "fingerprint": code_hash(node.code) if node.code and node.stage_results else None,
-            "researcher_calls": usage.get("researcher", {}).get("calls", 0),
-            "unparsed": retries.get("parse", 0),  # every unusable reply of the round, the last included
-        })
-    return started, evaluations
+    evaluations = [{
+        "t": node.created_at.timestamp() if node.created_at else started,
+        "evaluated": bool(node.stage_results),
+        "score": node.score if node.valid else 0.0,
+        "valid": node.valid,
+        "fingerprint": node.code_hash if node.stage_results else None,
+    } for node in nodes]
+    funnel = {
+        "generated": sum(int(node.resources.get("usage", {}).get("researcher", {}).get("calls", 0)) for node in nodes),
+        # every unusable reply of a round, the last included
+        "unparsed": sum(int(node.resources.get("retries", {}).get("parse", 0)) for node in nodes),
+    }
+    return started, evaluations, funnel
 
 
 def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: float, work: Path,
@@ -115,8 +112,11 @@ def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: flo
 
 
 def summarise(label: str, started: float, budget_s: float, evaluations: list[dict[str, Any]],
-              calls: list[dict[str, Any]], direction: str) -> dict[str, Any]:
-    """The figures of one system: curves of best-so-far against time and tokens, and the candidate funnel."""
+              calls: list[dict[str, Any]], direction: str, funnel: dict[str, int] | None) -> dict[str, Any]:
+    """The figures of one system: curves of best-so-far against time and tokens, and the candidate funnel.
+
+    `funnel` is what a system records itself (EvoForge); None takes every model call as a generated candidate
+    and every call without an evaluated program as an unusable reply (the peers)."""
     better = (lambda a, b: a > b) if direction == "maximize" else (lambda a, b: a < b)
     calls = sorted(calls, key=lambda c: c["t"])
     tokens_at = []
@@ -146,10 +146,7 @@ def summarise(label: str, started: float, budget_s: float, evaluations: list[dic
             curve_time.append([round((record["t"] - started) / 60, 3), best])
             curve_tokens.append([tokens_by(record["t"]), best])
     evaluated = [r for r in evaluations if r["evaluated"]]
-    generated = sum(r.get("researcher_calls", 0) for r in evaluations) if evaluations and "researcher_calls" in \
-        evaluations[0] else len(calls)
-    unparsed = sum(r.get("unparsed", 0) for r in evaluations) if evaluations and "unparsed" in evaluations[0] \
-        else max(0, len(calls) - len(evaluated))
+    funnel = funnel or {"generated": len(calls), "unparsed": max(0, len(calls) - len(evaluated))}
     times = sorted(r["t"] for r in evaluations)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return {
@@ -160,11 +157,11 @@ def summarise(label: str, started: float, budget_s: float, evaluations: list[dic
         "prompt_tokens": sum(int(c.get("prompt_tokens") or 0) for c in calls),
         "completion_tokens": sum(int(c.get("completion_tokens") or 0) for c in calls),
         "model_seconds": round(sum(float(c.get("seconds") or 0.0) for c in calls), 1),
-        "generated": generated,
+        "generated": funnel["generated"],
         "evaluated": len(evaluated),
         "valid": sum(1 for r in evaluated if r["valid"]),
         "duplicates_evaluated": duplicates,
-        "unparsed_replies": unparsed,
+        "unparsed_replies": funnel["unparsed"],
         "round_p50_s": round(statistics.median(gaps), 1) if gaps else None,
         "curve_time_min": curve_time,
         "curve_tokens": curve_tokens,
@@ -250,6 +247,7 @@ def main() -> None:
         base_url = proxy.start()
         proxy.set_label(label)
         try:
+            funnel = None
             if label in PEERS:
                 try:
                     started, evaluations, _ = run_peer(label, task.root, base_url, args.model, budget, work,
@@ -260,9 +258,9 @@ def main() -> None:
                     continue
             else:
                 overrides = ABLATIONS[ablation] if ablation else {}
-                started, evaluations = run_evoforge(task.root, base_url, args.model, budget, work, label,
-                                                    overrides)
-            result = summarise(label, started, budget, evaluations, proxy.records(), task.score.direction)
+                started, evaluations, funnel = run_evoforge(task.root, base_url, args.model, budget, work, label,
+                                                            overrides)
+            result = summarise(label, started, budget, evaluations, proxy.records(), task.score.direction, funnel)
         finally:
             proxy.stop()
             server.stop()
