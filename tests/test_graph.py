@@ -88,7 +88,7 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     assert any(lessons[0].id in (node.cognition_ids or []) for node in (debugged, tiny, broken))
     researcher = resources.get_resources(config).chat_model("researcher")
     round_two_prompt = researcher.received[4][-1].content  # 5th call: the first of round 2
-    assert "[lesson learned]" in round_two_prompt and "square_grid" in round_two_prompt
+    assert "lesson from square_grid" in round_two_prompt  # as the idea to implement, or by title among the others
 
     # every model call of round 1 is in the node's transcript: prompt, reply and the varied seed
     transcript = tmp_path / "state" / "runs" / "branches" / "nodes" / grid.id / TRANSCRIPT
@@ -179,3 +179,29 @@ def test_without_llm_analysis_the_node_gets_a_factual_report_and_no_model_call(d
     assert grid.valid and grid.analysis.startswith("RESULT: evaluated") and "stage full: ok" in grid.analysis
     transcript = tmp_path / "state" / "runs" / "no-analyzer" / "nodes" / grid.id / TRANSCRIPT
     assert [json.loads(line)["role"] for line in transcript.read_text().splitlines()] == ["researcher"] * 3
+
+
+@pytest.mark.parametrize("focus", [True, False])
+def test_each_round_focuses_on_the_retrieved_idea_used_least(database: Database, tmp_path: Path,
+                                                             focus: bool) -> None:
+    import shutil
+
+    task_dir = tmp_path / "toy"
+    shutil.copytree(TOY, task_dir)
+    ideas = ("Return a bigger constant", "Return a product of numbers", "Return a sum of numbers")
+    (task_dir / "cognition" / "notes.md").write_text("# Ways to score higher\n" + "".join(
+        f"## {title}\nsolve() returns the score, so {title.lower()} from solve().\n" for title in ideas))
+    config = RunConfig(task=str(task_dir), rounds=3, database_url=database.url, state_dir=tmp_path / "state",
+                       llm={"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")},
+                       sampling={"policy": "greedy"}, cognition={"top_k": 3, "min_similarity": -1, "focus": focus})
+    start_run(config, "focus")
+    nodes = [node for node in resources.get_resources(config).nodes.list_nodes("focus") if node.round > 0]
+    assert len(nodes) == 3 and all(len(node.cognition_ids) == 3 for node in nodes)
+    firsts = [node.cognition_ids[0] for node in nodes]
+    prompts = [json.loads((tmp_path / "state" / "runs" / "focus" / "nodes" / node.id / TRANSCRIPT)
+                          .read_text().splitlines()[0])["messages"][-1]["content"] for node in nodes]
+    if focus:
+        assert len(set(firsts)) == 3, "every round should have worked on an idea no earlier round focused on"
+        assert all("## Idea to implement in this candidate" in prompt for prompt in prompts)
+    else:
+        assert all("## Idea to implement" not in prompt and "## Knowledge" in prompt for prompt in prompts)

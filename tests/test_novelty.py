@@ -35,7 +35,7 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
             "max_novelty_retries": 3,
             "max_debug_attempts": 1,
         },
-        novelty={"duplicate_similarity": 0.95, "judge_similarity": 0.85},
+        novelty={"duplicate_similarity": 0.94, "judge_similarity": 0.8},
         cognition={"top_k": 6},
     )
     steps: list[str] = []
@@ -52,10 +52,10 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
     assert same["verdict"] == "duplicate" and same["nearest_name"] == "seed" and same["similarity"] == 1.0
     assert "up to comments, docstrings, formatting and the names of local variables" in same["reason"]
     assert close["verdict"] == "duplicate" and close["nearest_name"] == "seed"
-    assert close["similarity"] >= 0.95 and "above the duplicate threshold" in close["reason"]
-    assert grey["verdict"] == "duplicate" and 0.85 <= grey["similarity"] < 0.95
+    assert close["similarity"] >= 0.94 and "above the duplicate threshold" in close["reason"]
+    assert grey["verdict"] == "duplicate" and 0.8 <= grey["similarity"] < 0.94, grey
     assert grey["reason"].startswith("judge: DUPLICATE")
-    assert novel["verdict"] == "novel" and novel["similarity"] < 0.85
+    assert novel["verdict"] == "novel" and novel["similarity"] < 0.8
     assert steps[:15] == [
         "prepare_run",
         "sample_context",
@@ -93,7 +93,9 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
     assert lesson.node_id == grid.id and lesson.kind == "insight"
     assert lesson.id in corner.cognition_ids and corner.parent_ids == [grid.id]
     round_two_prompt = researcher.received[4][-1].content
-    assert "[lesson learned]" in round_two_prompt and "[prior]" in round_two_prompt
+    # the idea to implement is the retrieved item focused on least (round 1 focused on a prior), so the lesson
+    # comes in full or, with the other priors, by its title
+    assert lesson.title in round_two_prompt and "## Idea to implement in this candidate" in round_two_prompt
 
     # provenance links the lesson, the node it was learnt from and the node it inspired
     inspired = node_provenance(database, corner.id)

@@ -40,11 +40,13 @@ VARIABLES = {
             {"kind": "insight", "title": "l", "content": "d"},
         ],
         "feedback": ["static check rejected"],
+        "focus_idea": True,
     },
     "debugger": {
         "candidate": CANDIDATE,
         "failure": dict(STAGE, traceback="Traceback ...\nValueError"),
         "feedback": ["debugger: tried"],
+        "changes": CANDIDATE["diff"],
     },
     "analyzer": {
         "candidate": CANDIDATE,
@@ -86,6 +88,9 @@ def test_missing_placeholder_is_an_error() -> None:
     task = load_task("circle_packing")
     with pytest.raises(jinja2.UndefinedError):
         render(task, "researcher", parent=NODE, inspirations=[], cognition=[])
+    variables = {key: value for key, value in VARIABLES["researcher"].items() if key != "focus_idea"}
+    with pytest.raises(jinja2.UndefinedError):
+        render(task, "researcher", **variables)
 
 
 def test_system_prompt_is_a_stable_prefix() -> None:
@@ -109,3 +114,29 @@ def test_task_can_override_a_template(tmp_path: Path) -> None:
 def test_unknown_role_is_rejected() -> None:
     with pytest.raises(ValueError, match="role must be one of"):
         render(load_task("circle_packing"), "wizard")
+
+
+def test_the_focus_idea_is_shown_in_full_and_the_rest_as_reminders() -> None:
+    task = load_task("circle_packing")
+    long_text = "grid " * 200
+    cognition = [
+        {"kind": "prior", "title": "focus", "content": long_text},
+        {"kind": "insight", "title": "notes / other", "content": long_text},
+    ]
+    variables = dict(VARIABLES["researcher"], cognition=cognition)
+    focused = render(task, "researcher", **variables)[1].content
+    idea = focused.split("## Idea to implement in this candidate (a prior)\n", 1)[1]
+    assert idea.startswith("focus: " + long_text.strip()[:900])
+    assert "Other ideas, for later candidates: other." in focused and focused.count("grid") <= 1200 // len("grid ") + 1, "only the focus is shown in full"
+    assert "and implements the idea above" in focused
+    unfocused = render(task, "researcher", **dict(variables, focus_idea=False))[1].content
+    assert "Idea to implement" not in unfocused and "implements the idea above" not in unfocused
+    assert "- [prior] focus: " in unfocused and "- [lesson learned] notes / other: " in unfocused
+
+
+def test_the_debugger_is_shown_what_the_candidate_changed() -> None:
+    task = load_task("circle_packing")
+    _, user = render(task, "debugger", **VARIABLES["debugger"])
+    assert "## What the candidate changed in its parent" in user.content and "+x = 2" in user.content
+    _, without = render(task, "debugger", **dict(VARIABLES["debugger"], changes=""))
+    assert "What the candidate changed" not in without.content

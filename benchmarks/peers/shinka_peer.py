@@ -9,7 +9,8 @@ cross patches at 0.6 / 0.3 / 0.1, up to 3 resamples of a patch that does not app
 
 - one model, given as `local/<model>@<base_url>` (Shinka's form for an OpenAI-compatible server), with
   `llm_dynamic_selection: null` (the UCB bandit chooses between models; there is one) and
-  `llm_kwargs: {temperatures: [0.7], max_tokens: 1024}` (defaults: [0.0, 0.5, 1.0] and 16384);
+  `llm_kwargs: {temperatures: [0.3], max_tokens: 1024}` (defaults: [0.0, 0.5, 1.0] and 16384; 0.3 is what EvoForge
+  uses on a local model, so every system samples alike);
 - `embedding_model: null`: the default (text-embedding-3-small) is OpenAI's hosted API; without it Shinka skips
   its embedding novelty filter (its LLM novelty judge and meta-recommendations are off by default anyway);
 - one proposal, one evaluation and one database worker at a time (2 cores shared with the model server);
@@ -132,7 +133,7 @@ def _config(spec: Any, base_url: str, model: str) -> dict[str, Any]:
             "language": "python",
             "llm_models": [f"local/{model}@{base_url}"],
             "llm_dynamic_selection": None,
-            "llm_kwargs": {"temperatures": [0.7], "max_tokens": 1024},
+            "llm_kwargs": {"temperatures": [0.3], "max_tokens": 1024},
             "embedding_model": None,
         },
         "max_evaluation_jobs": 1,

@@ -9,6 +9,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask
+from evoforge.agents.code_view import editable_parent, short_paths, without_docstrings
 from evoforge.agents.editing import EditError, apply_edit, keep_fixed_region, parse_edit, unified_diff
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import debugger_grammar
@@ -30,10 +31,17 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     attempts = state.debug_attempts + 1
     exhausted = attempts >= res.config.bounds.max_debug_attempts
     earlier = [line for line in state.feedback if line.startswith("debugger:")]
-    messages = render(res.task, "debugger", candidate=state.candidate, failure=failure, feedback=earlier)
+    candidate_code: str = state.candidate["code"]
+    if res.config.compact_parent:
+        candidate_code = editable_parent(candidate_code)
+    shown = dict(state.candidate, code=without_docstrings(candidate_code) if res.config.compact_parent else candidate_code)
+    if failure.get("traceback"):
+        failure = dict(failure, traceback=short_paths(failure["traceback"]))
+    messages = render(res.task, "debugger", candidate=shown, failure=failure, feedback=earlier,
+                      changes=unified_diff(state.parent["code"], state.candidate["code"], context=1))
     update: dict[str, Any] = {"debug_attempts": attempts}
     try:
-        grammar = debugger_grammar(state.candidate["code"], evolve_block=res.task.evolve_block)
+        grammar = debugger_grammar(candidate_code, evolve_block=res.task.evolve_block)
         reply, usage = ask(res, "debugger", messages, state, attempt=attempts, grammar=grammar)
     except LLMCallError as exc:
         log.warning("debugger model call failed (round %s): %s", state.round, exc)
@@ -41,7 +49,7 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     else:
         update["usage"] = add_usage(state.usage, "debugger", usage)
         try:
-            code, _ = apply_edit(state.candidate["code"], parse_edit(reply))
+            code, _ = apply_edit(candidate_code, parse_edit(reply))
             if res.task.evolve_block:
                 code, _ = keep_fixed_region(state.parent["code"], code)
             problems = code_problems(res.task, code)

@@ -15,6 +15,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask
+from evoforge.agents.code_view import without_docstrings
 from evoforge.agents.editing import evolvable_text
 from evoforge.agents.prompting import render
 from evoforge.cognition.embeddings import Embedder
@@ -30,8 +31,10 @@ CHUNK_LINES = 24
 
 
 def embed_candidate(embedder: Embedder, motivation: str, code: str) -> list[float]:
-    """One unit vector for a candidate: the mean of its motivation's and its code chunks' embeddings."""
-    lines = evolvable_text(code).splitlines()
+    """One unit vector for a candidate: the mean of its motivation's and its code chunks' embeddings (of the
+    code without docstrings, as the Researcher edits it, so a child is not told apart from its parent by the
+    docstrings it was never shown)."""
+    lines = evolvable_text(without_docstrings(code)).splitlines()
     chunks = ["\n".join(lines[i : i + CHUNK_LINES]) for i in range(0, len(lines), CHUNK_LINES)]
     texts = [t for t in [motivation.strip(), *chunks] if t.strip()] or [code]
     mean = np.asarray(embedder.embed(texts), dtype=np.float64).mean(axis=0)

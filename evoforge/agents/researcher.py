@@ -11,6 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
+from evoforge.agents.code_view import editable_parent, without_docstrings
 from evoforge.agents.editing import Edit, EditError, apply_edit, parse_edit, unified_diff
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import researcher_grammar
@@ -60,14 +61,17 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     """Ask the Researcher for a candidate; an unusable reply is retried with its error, then recorded as failed."""
     res = resources_for(state.run_id, runtime)
     assert state.parent is not None, "sample_context must choose a parent before the Researcher runs"
-    parent_code: str = state.parent["code"]
+    original_code: str = state.parent["code"]
+    parent_code = editable_parent(original_code) if res.config.compact_parent else original_code
+    shown = dict(state.parent, code=without_docstrings(parent_code)) if res.config.compact_parent else state.parent
     messages = render(
         res.task,
         "researcher",
-        parent=state.parent,
+        parent=shown,
         inspirations=state.inspirations,
         cognition=state.cognition,
         feedback=state.feedback,
+        focus_idea=res.config.cognition.focus,
     )
     grammar = researcher_grammar(parent_code, evolve_block=res.task.evolve_block)
     usage = state.usage
@@ -97,7 +101,7 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             "name": proposal.name or f"candidate_r{state.round}",
             "motivation": proposal.motivation,
             "code": code,
-            "diff": unified_diff(parent_code, code),
+            "diff": unified_diff(original_code, code),
             "edit_mode": mode,
             # the Analyzer continues this conversation, so a server's prompt cache serves its whole prefix
             "conversation": message_records([*messages, AIMessage(reply)]),

@@ -9,6 +9,8 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import node_view
 from evoforge.agents.recorder import node_id_for
+from evoforge.cognition.provenance import focus_counts
+from evoforge.cognition.store import CognitionItem
 from evoforge.config import RunConfig
 from evoforge.graph.resources import resources_for
 from evoforge.graph.state import ROUND_RESET, State
@@ -38,6 +40,8 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
             k=config.cognition.top_k,
             min_similarity=config.cognition.min_similarity,
         )
+    if config.cognition.focus and len(items) > 1:
+        items = _focus_first(items, focus_counts(res.database, state.run_id))
     return {
         **ROUND_RESET,
         "round": round_,
@@ -52,3 +56,10 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
             for item in items
         ],
     }
+
+
+def _focus_first(items: list[CognitionItem], uses: dict[str, int]) -> list[CognitionItem]:
+    """`items` (most similar first) with the one least used as a focus so far moved to the front, so that
+    successive rounds work through the retrieved ideas instead of circling the nearest one."""
+    focus = min(range(len(items)), key=lambda index: (uses.get(items[index].id, 0), index))
+    return [items[focus], *items[:focus], *items[focus + 1:]]

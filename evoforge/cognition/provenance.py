@@ -96,3 +96,14 @@ def node_provenance(database: Database, node_id: str) -> Provenance:
     for reuse in reuse_rows:
         provenance.reused_by[reuse["item_id"]].append(_node_ref(reuse))
     return provenance
+
+
+def focus_counts(database: Database, run_id: str) -> dict[str, int]:
+    """How many of the run's nodes had each cognition item as their Researcher's focus (the first item shown)."""
+    with database.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT cognition_ids[1] AS item_id, count(*) AS uses FROM nodes "
+            "WHERE run_id = %s AND cardinality(cognition_ids) > 0 GROUP BY 1",
+            (run_id,),
+        ).fetchall()
+    return {row["item_id"]: int(row["uses"]) for row in rows}

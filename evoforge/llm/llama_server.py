@@ -106,7 +106,7 @@ class LocalModelServer:
         self.port = _free_port()
         self.log_path = self.log_dir / f"llama-{self.alias}-{self.port}.log"
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "evoforge.llm.llama_serve",
             "--model", str(self.model_path),
             "--model_alias", self.alias,
             "--host", "127.0.0.1",
