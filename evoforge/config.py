@@ -132,9 +132,9 @@ class CognitionConfig(_Section):
     top_k: int = Field(4, ge=0, le=50)
     min_similarity: float = Field(0.15, ge=-1, le=1)
     focus: bool = True
-    """Hand the Researcher one retrieved item in full as the idea to implement (the one this run has used
-    least as a focus), the others as one-line reminders. Small models follow one idea far better than
-    several; off, every item is shown alike."""
+    """Hand the Researcher one retrieved human prior in full as the idea to implement (the one this run has
+    used least as a focus), the other priors by title and the Analyzer's lessons in a line each. Small models
+    follow one idea far better than several; off, every item is shown alike."""
     embedding_model: str = "all-MiniLM-L6-v2"
     """The bundled MiniLM (offline) unless `embedding_base_url` names an OpenAI-compatible endpoint; any
     other model name without a base URL goes to OpenAI's own endpoint."""

@@ -255,3 +255,32 @@ def test_the_recorded_embedding_identity_is_known_without_loading_or_asked_of_th
         embedding_api_key_env="NO_KEY_HERE",
     )
     assert embedding_identity(endpoint) == ("tiny-embed", 3)
+
+
+@pytest.mark.integration
+def test_a_note_edited_between_runs_retires_the_passages_it_no_longer_holds(
+    cognition: CognitionStore, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.md"
+
+    def write(*sections: str) -> None:
+        notes.write_text("# Packing\n" + "".join(f"## {title}\nUse a {title.lower()} to place circles.\n"
+                                                 for title in sections))
+
+    def titles() -> set[str]:
+        found = cognition.search(["place circles"], task=TASK, k=10, min_similarity=-1.0)
+        assert {item.title for item in found} == {item.title for item in cognition.list(TASK)}
+        return {item.title.split(" / ")[-1] for item in found}
+
+    write("Square grid", "Hexagonal lattice")
+    assert cognition.sync_files([notes], TASK) == (2, 0)
+    write("Square grid", "Spiral")
+    assert cognition.sync_files([notes], TASK) == (1, 1)
+    assert titles() == {"Square grid", "Spiral"} and cognition.count(TASK) == 2
+    hexagonal = [item.id for item in cognition.list(None) if "Hexagonal" in item.title]
+    assert hexagonal == [], "a retired passage is not listed"
+    write("Square grid", "Hexagonal lattice")  # the edit undone: the old passage comes back, not a copy
+    assert cognition.sync_files([notes], TASK) == (0, 1)
+    assert titles() == {"Square grid", "Hexagonal lattice"}
+    cognition.add(TASK, "Lessons stay.", title="lesson", source=str(notes), kind="insight", node_id="n1")
+    assert cognition.sync_files([notes], TASK) == (0, 0), "insights are never retired by a note's edit"

@@ -88,7 +88,7 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     assert any(lessons[0].id in (node.cognition_ids or []) for node in (debugged, tiny, broken))
     researcher = resources.get_resources(config).chat_model("researcher")
     round_two_prompt = researcher.received[4][-1].content  # 5th call: the first of round 2
-    assert "lesson from square_grid" in round_two_prompt  # as the idea to implement, or by title among the others
+    assert f"- Lesson learned: {lessons[0].content[:100]}" in round_two_prompt  # beside the focus, a prior
 
     # every model call of round 1 is in the node's transcript: prompt, reply and the varied seed
     transcript = tmp_path / "state" / "runs" / "branches" / "nodes" / grid.id / TRANSCRIPT

@@ -350,7 +350,7 @@ def test_embedding_dimension_mismatch_is_a_clear_error(database: Database, tmp_p
         Database.open(database.url, tmp_path, embedding_dim=768)
     with pytest.raises(ValueError, match="embedding_dim: expected 1..2000, got 3072"):
         Database.open(database.url, tmp_path, embedding_dim=3072)
-    assert database.migrate() == 4, "migrating again is a no-op"
+    assert database.migrate() == 5, "migrating again is a no-op"
     shared = get_database(database.url, tmp_path)
     try:
         assert get_database(database.url, tmp_path / "ignored with a URL") is shared
@@ -458,6 +458,6 @@ def test_the_fingerprint_migration_rehashes_nodes_recorded_before_it(store: Node
         conn.execute("UPDATE nodes SET code_hash = 'text-hash' WHERE run_id = %s", (RUN,))
         conn.execute("DELETE FROM schema_version WHERE version = 3")
     assert store.find_by_code_hash(RUN, code_hash(code)) is None
-    assert database.migrate() == 4
+    assert database.migrate() == 5
     echo = "def f(x):\n    doubled = x * 2\n    return doubled\n"
     assert store.find_by_code_hash(RUN, code_hash(echo)).id == f"{RUN}-r1-l0"  # type: ignore[union-attr]

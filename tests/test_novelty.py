@@ -93,9 +93,9 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
     assert lesson.node_id == grid.id and lesson.kind == "insight"
     assert lesson.id in corner.cognition_ids and corner.parent_ids == [grid.id]
     round_two_prompt = researcher.received[4][-1].content
-    # the idea to implement is the retrieved item focused on least (round 1 focused on a prior), so the lesson
-    # comes in full or, with the other priors, by its title
-    assert lesson.title in round_two_prompt and "## Idea to implement in this candidate" in round_two_prompt
+    # the idea to implement is a prior; the lesson is shown beside it
+    assert f"- Lesson learned: {lesson.content[:100]}" in round_two_prompt
+    assert "## Idea to implement in this candidate (a prior)" in round_two_prompt
 
     # provenance links the lesson, the node it was learnt from and the node it inspired
     inspired = node_provenance(database, corner.id)

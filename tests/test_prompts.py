@@ -121,17 +121,21 @@ def test_the_focus_idea_is_shown_in_full_and_the_rest_as_reminders() -> None:
     long_text = "grid " * 200
     cognition = [
         {"kind": "prior", "title": "focus", "content": long_text},
-        {"kind": "insight", "title": "notes / other", "content": long_text},
+        {"kind": "prior", "title": "notes / other", "content": long_text},
+        {"kind": "insight", "title": "lesson from x", "content": "check shapes " * 40},
     ]
     variables = dict(VARIABLES["researcher"], cognition=cognition)
     focused = render(task, "researcher", **variables)[1].content
     idea = focused.split("## Idea to implement in this candidate (a prior)\n", 1)[1]
     assert idea.startswith("focus: " + long_text.strip()[:900])
-    assert "Other ideas, for later candidates: other." in focused and focused.count("grid") <= 1200 // len("grid ") + 1, "only the focus is shown in full"
+    assert "Other ideas, for later candidates: other." in focused
+    assert focused.count("grid") <= 1200 // len("grid ") + 1, "only the focus is shown in full"
+    lesson = focused.split("- Lesson learned: ", 1)[1].split("\n", 1)[0]
+    assert lesson.startswith("check shapes check shapes") and len(lesson) <= 240
     assert "and implements the idea above" in focused
     unfocused = render(task, "researcher", **dict(variables, focus_idea=False))[1].content
     assert "Idea to implement" not in unfocused and "implements the idea above" not in unfocused
-    assert "- [prior] focus: " in unfocused and "- [lesson learned] notes / other: " in unfocused
+    assert "- [prior] focus: " in unfocused and "- [lesson learned] lesson from x: " in unfocused
 
 
 def test_the_debugger_is_shown_what_the_candidate_changed() -> None:

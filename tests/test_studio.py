@@ -279,3 +279,84 @@ def test_thread_contexts_are_checked_like_config_files_and_threads_do_not_share_
     for _ in range(2):
         steps, errors = stream_steps_and_errors(client, client.threads.create()["thread_id"], scripted)
         assert not errors and dict(steps)["propose_candidate"]["candidate"]["name"] == "v2"
+
+
+class _HangingChatEndpoint:
+    """An OpenAI-compatible /v1/chat/completions that holds every request until `release` is set, and notes
+    when a client gave up on its request (closed the connection)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import select
+        import threading
+
+        self.called = threading.Event()
+        self.disconnected = threading.Event()
+        self.release = threading.Event()
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                endpoint.called.set()
+                while not endpoint.release.is_set():
+                    readable, _, _ = select.select([self.connection], [], [], 0.1)
+                    if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        endpoint.disconnected.set()
+                        return
+                body = json.dumps({
+                    "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "NAME: v2\nMOTIVATION: larger\n"
+                                             "```python\ndef solve():\n    return 2.0\n```"}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.integration
+def test_cancelling_a_run_that_waits_on_a_model_call_frees_the_thread_at_once(database: Database,
+                                                                             tmp_path: Path) -> None:
+    endpoint = _HangingChatEndpoint()
+    env = {**server_env(database_url=database.url, state_dir=str(tmp_path / "state")), "FAKE_MODEL_KEY": "k"}
+    try:
+        with langgraph_dev(tmp_path, env) as url:
+            client = get_sync_client(url=url)
+            thread_id = client.threads.create()["thread_id"]
+            context = {"task": str(Path(__file__).parent / "fixtures" / "tasks" / "toy"), "rounds": 3,
+                       "state_dir": str(tmp_path / "state"), "sampling": {"policy": "greedy"},
+                       "llm": {"provider": "openai", "base_url": endpoint.url, "model": "m",
+                               "api_key_env": "FAKE_MODEL_KEY", "timeout_s": 600}}
+            run = client.runs.create(thread_id, "research", input={}, context=context)
+            assert endpoint.called.wait(120), "the Researcher never called the model"
+            client.runs.cancel(thread_id, run["run_id"], action="interrupt")
+            deadline = time.monotonic() + 30
+            while client.runs.get(thread_id, run["run_id"])["status"] in ("pending", "running"):
+                assert time.monotonic() < deadline, "the cancelled run still runs 30 s later"
+                time.sleep(0.2)
+            assert client.runs.get(thread_id, run["run_id"])["status"] == "interrupted"
+            assert client.threads.get(thread_id)["status"] != "busy"
+            assert endpoint.disconnected.wait(10), "the model call was left waiting"
+            assert [node.round for node in NodeStore(database).list_nodes(thread_id)] == [0], \
+                "the cancelled round went on and recorded a node"
+    finally:
+        endpoint.close()

@@ -65,9 +65,10 @@ def prepare_run(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     res = resources_for(run_id, runtime)
     res.nodes.create_run(run_id, res.task.name, str(res.task.root), res.config.model_dump(mode="json"))
     res.nodes.update_run_status(run_id, "running")
-    added = res.cognition.ingest_files(res.task.cognition_files(), task=res.task.name)
-    if added:
-        log.info("ingested %d cognition items from %s", added, res.task.root / res.task.cognition_dir)
+    added, retired = res.cognition.sync_files(res.task.cognition_files(), task=res.task.name)
+    if added or retired:
+        log.info("cognition from %s: %d items ingested, %d retired", res.task.root / res.task.cognition_dir,
+                 added, retired)
     # lanes start together: one evaluates the seed while the others wait on the run's lock
     with res.database.pool.connection() as lock:
         lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"seed:{run_id}",))

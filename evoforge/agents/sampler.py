@@ -60,6 +60,12 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
 
 def _focus_first(items: list[CognitionItem], uses: dict[str, int]) -> list[CognitionItem]:
     """`items` (most similar first) with the one least used as a focus so far moved to the front, so that
-    successive rounds work through the retrieved ideas instead of circling the nearest one."""
-    focus = min(range(len(items)), key=lambda index: (uses.get(items[index].id, 0), index))
+    successive rounds work through the retrieved ideas instead of circling the nearest one.
+
+    The focus is a human prior whenever one was retrieved; the Analyzer's lessons are shown beside it. Measured
+    (benchmarks/search.py, 2026-12-02): with lessons eligible, each new lesson (focused on 0 times) took the
+    focus from round 5 on, and the priors not yet tried never came up; the run with the Analyzer off, whose
+    focus stayed on the priors, reached 2.50 in 4 minutes."""
+    priors = [index for index, item in enumerate(items) if item.kind == "prior"] or list(range(len(items)))
+    focus = min(priors, key=lambda index: (uses.get(items[index].id, 0), index))
     return [items[focus], *items[:focus], *items[focus + 1:]]

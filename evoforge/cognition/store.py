@@ -107,6 +107,24 @@ class CognitionStore:
         logger.info("cognition for task %r: %d new of %d passages", task, added, len(entries))
         return added
 
+    def sync_files(self, paths: Iterable[Path], task: str | None) -> tuple[int, int]:
+        """Make the priors ingested from these files what the files hold now: ingest their passages, and
+        retire the passages they held before and no longer do (an edited note). Returns (added, retired)."""
+        files = expand_paths(paths)
+        added = self.ingest_files(files, task)
+        current = [_Entry(task, p.title, p.content, p.source, "prior", None).id
+                   for path in files for p in passages_from_file(path)]
+        with self.database.pool.connection() as conn:
+            retired = conn.execute(
+                "UPDATE cognition SET retired_at = now() WHERE kind = 'prior' AND node_id IS NULL "
+                "AND coalesce(task, '') = %s AND split_part(source, ' — Source: ', 1) = ANY(%s) "
+                "AND NOT id = ANY(%s) AND retired_at IS NULL",
+                (task or "", [str(path) for path in files], current),
+            ).rowcount
+        if retired:
+            logger.info("cognition for task %r: %d passages retired (no longer in their notes)", task, retired)
+        return added, retired
+
     def _add(self, entries: builtins.list[_Entry]) -> builtins.list[str | None]:
         for entry in entries:
             if entry.kind not in KINDS:
@@ -120,6 +138,9 @@ class CognitionStore:
             present = {
                 row["id"] for row in conn.execute("SELECT id FROM cognition WHERE id = ANY(%s)", (ids,))
             }
+            # a passage back in its notes after an edit had retired it
+            conn.execute("UPDATE cognition SET retired_at = NULL WHERE id = ANY(%s) AND retired_at IS NOT NULL",
+                         (list(present),))
         new = {entry.id: entry for entry in entries if entry.id not in present}  # also drops repeats
         inserted: set[str] = set()
         if new:
@@ -163,7 +184,7 @@ class CognitionStore:
         vectors = [Vector(vector) for vector in self.embedder.embed(queries)]
         # coalesce(task, '') is how the unique index keys items: a task with few items is then read
         # through that index and sorted, instead of walking the HNSW graph past every other task's items
-        where = "" if task is None else "WHERE coalesce(c.task, '') IN (%(task)s, '')"
+        where = "WHERE c.retired_at IS NULL" + ("" if task is None else " AND coalesce(c.task, '') IN (%(task)s, '')")
         best: dict[str, CognitionItem] = {}
         with self.database.pool.connection() as conn, conn.transaction():
             if self.database.supports_iterative_scan:
@@ -190,22 +211,23 @@ class CognitionStore:
         return [by_id[item_id] for item_id in ids if item_id in by_id]
 
     def count(self, task: str | None) -> int:
-        """How many items belong to `task` exactly (None: the global items)."""
+        """How many items belong to `task` exactly (None: the global items), retired ones left out."""
         with self.database.pool.connection() as conn:
             row = conn.execute(
-                "SELECT count(*) AS n FROM cognition WHERE coalesce(task, '') = %s", (task or "",)
+                "SELECT count(*) AS n FROM cognition WHERE coalesce(task, '') = %s AND retired_at IS NULL",
+                (task or "",),
             ).fetchone()
         return int(row["n"]) if row else 0
 
     def list(self, task: str | None = None, kind: str | None = None) -> builtins.list[CognitionItem]:
-        """Every item (task None), or a task's items together with the global ones; oldest first.
-        `kind` keeps only priors or only insights."""
+        """Every item (task None), or a task's items together with the global ones; oldest first; retired
+        priors left out. `kind` keeps only priors or only insights."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         with self.database.pool.connection() as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM cognition WHERE (%(task)s::text IS NULL OR task = %(task)s OR task IS NULL) "
-                "AND (%(kind)s::text IS NULL OR kind = %(kind)s) ORDER BY created_at, id",
+                "AND (%(kind)s::text IS NULL OR kind = %(kind)s) AND retired_at IS NULL ORDER BY created_at, id",
                 {"task": task, "kind": kind},
             ).fetchall()
         return [item_from_row(row) for row in rows]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -23,6 +24,7 @@ from evoforge.agents.static_checker import check_candidate
 from evoforge.config import RunConfig, load_config
 from evoforge.graph import routing
 from evoforge.graph.state import InputState, State
+from evoforge.llm.cancellation import cancellable
 
 ResearchGraph = CompiledStateGraph[Any, RunConfig, Any, Any]
 
@@ -31,9 +33,13 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> ResearchGrap
     # No output_schema: the dev server streams `updates` and `values` filtered to the output keys, so a
     # narrower output would show every agent's step in Studio as null. The run's summary is OutputState's part.
     builder = StateGraph(State, context_schema=RunConfig, input_schema=InputState)
+    calls_a_model = (propose_candidate, check_candidate, check_novelty, debug_candidate, analyze_result)
     for node in (prepare_run, sample_context, propose_candidate, check_candidate, check_novelty,
                  run_evaluation, debug_candidate, analyze_result, record_node):
-        builder.add_node(node.__name__, node)
+        # under an async runner (langgraph dev), cancelling a run cancels the model call its agent waits on;
+        # RunnableCallable is what add_node makes of a function, given the async twin explicitly
+        action = RunnableCallable(node, cancellable(node), name=node.__name__) if node in calls_a_model else node
+        builder.add_node(node.__name__, action)
     builder.add_edge(START, "prepare_run")
     builder.add_conditional_edges("prepare_run", routing.route_after_prepare_run)
     builder.add_edge("sample_context", "propose_candidate")

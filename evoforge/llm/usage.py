@@ -11,6 +11,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
+from evoforge.llm.cancellation import ModelCallCancelled, invoke_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -70,7 +72,9 @@ def call_model(
     if seed is not None:
         kwargs["seed"] = seed
     try:
-        reply = model.invoke(messages, {"metadata": {RUN_ID_METADATA: run_id}} if run_id else None, **kwargs)
+        reply = invoke_model(model, messages, {"metadata": {RUN_ID_METADATA: run_id}} if run_id else None, **kwargs)
+    except ModelCallCancelled:
+        raise
     except Exception as exc:
         # Provider errors come in many types (openai.APIError, httpx errors, scripted failures):
         # callers handle one type and read the cause from the chain.

@@ -68,6 +68,7 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[psycopg.Connection[Any]], None]], .
     (2, "schema_002_policies.sql"),
     (3, _rehash_code),
     (4, "schema_004_forks.sql"),
+    (5, "schema_005_cognition_retired.sql"),
 )
 """Schema versions in the order they are applied (an SQL file or a Python step); add new ones at the end,
 never edit an applied one."""
