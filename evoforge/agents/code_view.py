@@ -73,3 +73,12 @@ def short_paths(traceback: str) -> str:
     """A traceback with each frame's file named by its base name (`program.py`, `_methods.py`): the
     sandbox's long working paths cost tokens and tell the model nothing."""
     return _FRAME_PATH.sub(lambda match: f'File "{match.group(1)}"', traceback)
+
+
+def edit_and_view(code: str, *, compact: bool) -> tuple[str, str]:
+    """(the code an edit applies to, the code the prompt shows) for a parent or a candidate: with `compact`,
+    `editable_parent(code)` and that without any docstring; otherwise `code` twice."""
+    if not compact:
+        return code, code
+    editable = editable_parent(code)
+    return editable, without_docstrings(editable)

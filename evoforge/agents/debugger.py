@@ -9,7 +9,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask
-from evoforge.agents.code_view import editable_parent, short_paths, without_docstrings
+from evoforge.agents.code_view import edit_and_view, short_paths
 from evoforge.agents.editing import EditError, apply_edit, keep_fixed_region, parse_edit, unified_diff
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import debugger_grammar
@@ -31,13 +31,11 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     attempts = state.debug_attempts + 1
     exhausted = attempts >= res.config.bounds.max_debug_attempts
     earlier = [line for line in state.feedback if line.startswith("debugger:")]
-    candidate_code: str = state.candidate["code"]
-    if res.config.compact_parent:
-        candidate_code = editable_parent(candidate_code)
-    shown = dict(state.candidate, code=without_docstrings(candidate_code) if res.config.compact_parent else candidate_code)
+    candidate_code, shown_code = edit_and_view(state.candidate["code"], compact=res.config.compact_parent)
     if failure.get("traceback"):
         failure = dict(failure, traceback=short_paths(failure["traceback"]))
-    messages = render(res.task, "debugger", candidate=shown, failure=failure, feedback=earlier,
+    messages = render(res.task, "debugger", candidate=dict(state.candidate, code=shown_code), failure=failure,
+                      feedback=earlier,
                       changes=unified_diff(state.parent["code"], state.candidate["code"], context=1))
     update: dict[str, Any] = {"debug_attempts": attempts}
     try:

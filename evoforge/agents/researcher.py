@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
-from evoforge.agents.code_view import editable_parent, without_docstrings
+from evoforge.agents.code_view import edit_and_view
 from evoforge.agents.editing import Edit, EditError, apply_edit, parse_edit, unified_diff
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import researcher_grammar
@@ -62,12 +62,11 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     res = resources_for(state.run_id, runtime)
     assert state.parent is not None, "sample_context must choose a parent before the Researcher runs"
     original_code: str = state.parent["code"]
-    parent_code = editable_parent(original_code) if res.config.compact_parent else original_code
-    shown = dict(state.parent, code=without_docstrings(parent_code)) if res.config.compact_parent else state.parent
+    parent_code, shown_code = edit_and_view(original_code, compact=res.config.compact_parent)
     messages = render(
         res.task,
         "researcher",
-        parent=shown,
+        parent=dict(state.parent, code=shown_code),
         inspirations=state.inspirations,
         cognition=state.cognition,
         feedback=state.feedback,
