@@ -1,7 +1,7 @@
 """Side-by-side search benchmark: EvoForge, OpenEvolve and ShinkaEvolve on one task, one model server, one budget.
 
     python benchmarks/search.py [--task circle_packing] [--budget-min 20] [--systems evoforge openevolve shinka]
-                                [--ablate cognition] [--ablate analyzer] [--model qwen2.5-coder-1.5b]
+                                [--ablate cognition] [--ablate analyzer] [--model qwen2.5-coder-1.5b] [--merge]
 
 One embedded llama.cpp server (the same build, model, context and threads) serves the systems one after another;
 each talks to it through a counting proxy (benchmarks/peers/proxy.py) under the same wall-clock budget, after
@@ -226,6 +226,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="where runs keep their files (default: a new dir)")
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the results in --out of the systems this run does not measure (each result "
+                             "carries its own date), e.g. to re-measure EvoForge beside the peers' last run")
     args = parser.parse_args()
 
     task = load_task(args.task)
@@ -239,8 +242,18 @@ def main() -> None:
     plan = [(name, None, budget_s) for name in args.systems]
     plan += [(f"evoforge-no-{name}", name, ablation_budget_s) for name in args.ablate]
     results, missing = [], {}
+    kept = []
+    if args.merge and args.out.exists():
+        labels = {label for label, _, _ in plan}
+        earlier = json.loads(args.out.read_text())
+        if (earlier["task"], earlier["model"]) != (task.name, args.model):
+            parser.error(f"--merge: {args.out} holds {earlier['task']} with {earlier['model']}, not {task.name} "
+                         f"with {args.model}")
+        kept = [dict(result, date=result.get("date", earlier["date"]), work_dir=result.get("work_dir", earlier["work_dir"]))
+                for result in earlier["results"] if result["system"] not in labels]
     for label, ablation, budget in plan:
         print(f"[search] {label}: {budget / 60:g} min on {task.name}", flush=True)
+        system_started_at = datetime.now(UTC).isoformat(timespec="seconds")
         server = LocalModelServer(model_file, n_ctx=8192, log_dir=work / "logs", alias=args.model, n_threads=2)
         server.start()
         proxy = CountingProxy(server.url, work / f"{label}-llm_calls.jsonl")
@@ -264,16 +277,16 @@ def main() -> None:
         finally:
             proxy.stop()
             server.stop()
-        results.append(result)
+        results.append(dict(result, date=system_started_at, work_dir=str(work)))
         print(f"[search] {label}: best {result['best']}, {result['evaluated']} evaluated", flush=True)
         # written after every system, so a benchmark stopped part way keeps what it measured
         payload = {"task": task.name, "model": args.model, "date": started_at, "machine": host,
                    "budget_min": args.budget_min, "missing_peers": missing, "work_dir": str(work),
-                   "results": results}
+                   "results": [*kept, *results]}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(payload, indent=1))
-        plot(results, args.out.with_suffix(".png"), f"{task.name}, {args.model}, {host['cores']} cores")
-    print_table(results)
+        plot([*kept, *results], args.out.with_suffix(".png"), f"{task.name}, {args.model}, {host['cores']} cores")
+    print_table([*kept, *results])
     if missing:
         print("missing peers: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")

@@ -56,6 +56,9 @@ class ModelConfig(_Section):
     """Unset: 0.3 for `local`, 0.7 otherwise. Measured on circle_packing with the 1.5B model, the same
     Researcher prompt gave a working implementation of the focused idea in 3 of 5 samples at 0.3 and 1 of 5
     at 0.7; the round's focus and the per-call seed keep the candidates varied."""
+    retry_temperature_step: float = Field(0.2, ge=0, le=1)
+    """A retry within a round (after an unusable reply, a static rejection or a duplicate) samples this much
+    hotter per earlier try, up to 1.0: at a low temperature the same prompt tends to bring back the same echo."""
     max_tokens: int | None = Field(None, gt=0)
     """Completion cap per call; None: the role's own cap (ROLE_MAX_TOKENS). On a local model every
     completion token costs ~0.1 s, so a report or a verdict must not be allowed a program's length."""
@@ -135,6 +138,9 @@ class CognitionConfig(_Section):
     """Hand the Researcher one retrieved human prior in full as the idea to implement (the one this run has
     used least as a focus), the other priors by title and the Analyzer's lessons in a line each. Small models
     follow one idea far better than several; off, every item is shown alike."""
+    focus_pool: int = Field(12, ge=1, le=200)
+    """With `focus`: the focus is chosen among this many retrieved items (the prompt still shows `top_k`), so
+    that over a run every relevant prior gets its turn, not only the `top_k` nearest the parent."""
     embedding_model: str = "all-MiniLM-L6-v2"
     """The bundled MiniLM (offline) unless `embedding_base_url` names an OpenAI-compatible endpoint; any
     other model name without a base URL goes to OpenAI's own endpoint."""
@@ -159,6 +165,9 @@ class BoundsConfig(_Section):
     max_static_retries: int = Field(2, ge=0)
     max_novelty_retries: int = Field(2, ge=0)
     max_debug_attempts: int = Field(2, ge=0)
+    debug_invalid: bool = True
+    """A result the evaluator marks invalid, with its reason, goes to the Debugger like a crash (within
+    `max_debug_attempts`): a small model's idea is often right and one number wrong (`linspace(..., N)`)."""
 
 
 class DockerConfig(_Section):

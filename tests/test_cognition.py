@@ -83,6 +83,14 @@ def notes_dir(tmp_path: Path) -> Path:
     return notes
 
 
+def test_code_in_a_note_keeps_its_blank_lines_and_indentation() -> None:
+    code = ("def optimise(start):\n    n = len(start)\n\n    def gaps(v):\n        return v[:n]\n\n"
+            "    return gaps(start)\n")
+    text = f"# Notes\n\n## An optimiser\n\n- Paste this function:\n```python\n{code}```\n\n- Sources: a book.\n"
+    [passage] = split_markdown(text, "notes.md")
+    assert f"```python\n{code}```" in passage.content
+
+
 @pytest.fixture
 def cognition(database: Database, embedder: LocalEmbedder) -> CognitionStore:
     return CognitionStore(database, embedder)

@@ -127,3 +127,79 @@ def test_parser_never_crashes_on_arbitrary_replies(reply: str) -> None:
 def test_unified_diff_marks_changes() -> None:
     diff = unified_diff(PARENT, PARENT.replace("x + 1", "x + 2"))
     assert "-    y = x + 1" in diff and "+    y = x + 2" in diff
+
+
+PROGRAM = """import numpy as np
+
+N = 3
+
+# EVOLVE-BLOCK-START
+SCALE = 2
+
+
+def layout():
+    return np.arange(N) * SCALE
+
+
+def radii(points):
+    return points / 10
+# EVOLVE-BLOCK-END
+
+
+def run():
+    return radii(layout())
+"""
+
+
+def test_a_code_block_of_one_function_replaces_only_that_function() -> None:
+    reply = "NAME: x\n```python\nfrom math import sqrt\nimport numpy as np\n\ndef radii(points):\n    return sqrt(2) * points\n```"
+    code, mode = apply_edit(PROGRAM, parse_edit(reply))
+    assert mode == "definitions"
+    assert "def layout():\n    return np.arange(N) * SCALE" in code and "SCALE = 2" in code
+    assert "return sqrt(2) * points" in code and "return points / 10" not in code
+    # the new import goes to the region's top; numpy, imported by the fixed code, is not imported again
+    assert code.count("import numpy as np") == 1 and code.index("from math import sqrt") > code.index(BLOCK_START_LINE)
+    assert code.endswith(PROGRAM[PROGRAM.index("# EVOLVE-BLOCK-END"):])
+
+
+def test_a_new_function_in_a_code_block_is_added_and_the_rest_kept() -> None:
+    reply = "```python\ndef spread(points):\n    return points * 1.5\n\n\ndef layout():\n    return spread(np.arange(N))\n```"
+    code, mode = apply_edit(PROGRAM, parse_edit(reply))
+    assert mode == "definitions" and "def spread(points)" in code and "return spread(np.arange(N))" in code
+    assert code.index("def spread") < code.index("# EVOLVE-BLOCK-END") and "return points / 10" in code
+    namespace: dict[str, object] = {}
+    exec(compile(code, "child.py", "exec"), namespace)  # the merged program must run
+    assert list(namespace["run"]()) == pytest.approx([0.0, 0.15, 0.3])  # type: ignore[operator]
+
+
+def test_a_whole_program_without_markers_keeps_the_fixed_code_once() -> None:
+    # the 1.5B model's habit: the whole program, markers dropped, one function changed
+    whole = PROGRAM.replace("# EVOLVE-BLOCK-START\n", "").replace("# EVOLVE-BLOCK-END\n", "")
+    reply = "```python\n" + whole.replace("return points / 10", "return points / 5") + "```"
+    code, mode = apply_edit(PROGRAM, parse_edit(reply))
+    assert mode == "rewrite" and code == PROGRAM.replace("return points / 10", "return points / 5")
+
+
+@pytest.mark.parametrize("reply", [
+    "<<<<<<< SEARCH\n    return points / 10\n=======\n    return points / 10\n>>>>>>> REPLACE",
+    "```python\nimport math\n\ndef radii(points):\n    return points / 10\n```",
+    "```python\n" + PROGRAM.replace("# EVOLVE-BLOCK-START\n", "").replace("# EVOLVE-BLOCK-END\n", "") + "```",
+])
+def test_an_edit_that_changes_nothing_but_imports_is_refused_with_the_reason(reply: str) -> None:
+    with pytest.raises(EditError, match="leaves the program as it was"):
+        apply_edit(PROGRAM, parse_edit(reply))
+
+
+BLOCK_START_LINE = "# EVOLVE-BLOCK-START"
+
+
+def test_fixed_code_pasted_into_the_region_is_left_out() -> None:
+    # seen from the 1.5B model: a REPLACE holding the rest of the program, end marker and fixed code included
+    pasted = PROGRAM.replace("    return points / 10\n# EVOLVE-BLOCK-END\n",
+                             "    return points / 5\n# EVOLVE-BLOCK-END\n\n\ndef run():\n    return radii(layout())\n"
+                             "# EVOLVE-BLOCK-END\n")
+    child, note = keep_fixed_region(PROGRAM, pasted)
+    assert child == PROGRAM.replace("return points / 10", "return points / 5")
+    assert note == "fixed code repeated inside the EVOLVE-BLOCK was left out"
+    unchanged = PROGRAM.replace("return points / 10", "return points / 5")
+    assert keep_fixed_region(PROGRAM, unchanged) == (unchanged, None)

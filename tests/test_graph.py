@@ -71,7 +71,7 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     assert grid.name == "square_grid" and grid.parent_ids == [seed.id]
     assert grid.score is not None and grid.score > 2.4 and grid.valid
     assert "static check rejected 'broken_ring'" in (grid.feedback or "")
-    assert "duplicates node 'seed'" in (grid.feedback or "")
+    assert "duplicates node 'seed'" in (grid.feedback or "") and "it is the parent again" in (grid.feedback or "")
     assert [r["stage"] for r in grid.stage_results] == ["quick", "full"]
     assert grid.analysis.startswith("RESULT:") and grid.tokens_in > 0 and grid.eval_seconds > 0
     assert "grid.reshape(5)" in debugged.code and debugged.valid
@@ -130,6 +130,32 @@ def test_exhausted_bounds_are_recorded_as_failed_nodes(database: Database, tmp_p
     assert outcome.state["best_node_id"] == nodes[0].id
 
 
+@pytest.mark.parametrize("debug_invalid", [True, False])
+def test_an_invalid_result_goes_to_the_debugger_with_the_evaluators_reason(database: Database, tmp_path: Path,
+                                                                          debug_invalid: bool) -> None:
+    bounds = {"max_parse_retries": 1, "max_static_retries": 1, "max_novelty_retries": 1, "max_debug_attempts": 1,
+              "debug_invalid": debug_invalid}
+    config = scripted_config(database, tmp_path, "invalid_then_fixed.yaml", rounds=1, bounds=bounds)
+    _, steps = run_recording_steps(config, "invalid")
+    evaluated = ["prepare_run", "sample_context", "propose_candidate", "check_candidate", "check_novelty",
+                 "run_evaluation"]
+    node = next(n for n in resources.get_resources(config).nodes.list_nodes("invalid") if n.round == 1)
+    transcript = tmp_path / "state" / "runs" / "invalid" / "nodes" / node.id / TRANSCRIPT
+    calls = [json.loads(line) for line in transcript.read_text().splitlines()]
+    assert node.stage_results[0]["status"] == "invalid"
+    if not debug_invalid:
+        assert steps == [*evaluated, "analyze_result", "record_node"]
+        assert node.status == "invalid" and "got (677, 2)" in (node.error or "")
+        assert [call["role"] for call in calls] == ["researcher", "analyzer"]
+        return
+    assert steps == [*evaluated, "debug_candidate", "run_evaluation", "run_evaluation", "analyze_result",
+                     "record_node"]
+    assert node.status == "evaluated" and node.valid and node.score == pytest.approx(2.4536, abs=1e-3)
+    assert "np.linspace(0.1, 0.9, 5)" in node.code and "debugger: the grid needs 5 values" in (node.feedback or "")
+    debugger_prompt = next(call for call in calls if call["role"] == "debugger")["messages"][-1]["content"]
+    assert "got (677, 2)" in debugger_prompt and "The evaluator's feedback: invalid packing" in debugger_prompt
+
+
 def test_a_finished_run_goes_further_when_rounds_are_raised(database: Database, tmp_path: Path) -> None:
     from evoforge.graph.runner import resume_run
 
@@ -181,9 +207,9 @@ def test_without_llm_analysis_the_node_gets_a_factual_report_and_no_model_call(d
     assert [json.loads(line)["role"] for line in transcript.read_text().splitlines()] == ["researcher"] * 3
 
 
-@pytest.mark.parametrize("focus", [True, False])
+@pytest.mark.parametrize(("focus", "top_k"), [(True, 3), (False, 3), (True, 1)])
 def test_each_round_focuses_on_the_retrieved_idea_used_least(database: Database, tmp_path: Path,
-                                                             focus: bool) -> None:
+                                                             focus: bool, top_k: int) -> None:
     import shutil
 
     task_dir = tmp_path / "toy"
@@ -193,10 +219,12 @@ def test_each_round_focuses_on_the_retrieved_idea_used_least(database: Database,
         f"## {title}\nsolve() returns the score, so {title.lower()} from solve().\n" for title in ideas))
     config = RunConfig(task=str(task_dir), rounds=3, database_url=database.url, state_dir=tmp_path / "state",
                        llm={"provider": "scripted", "script": str(SCRIPTS / "slow_toy.yaml")},
-                       sampling={"policy": "greedy"}, cognition={"top_k": 3, "min_similarity": -1, "focus": focus})
+                       sampling={"policy": "greedy"},
+                       cognition={"top_k": top_k, "focus_pool": 3, "min_similarity": -1, "focus": focus})
     start_run(config, "focus")
     nodes = [node for node in resources.get_resources(config).nodes.list_nodes("focus") if node.round > 0]
-    assert len(nodes) == 3 and all(len(node.cognition_ids) == 3 for node in nodes)
+    # with top_k 1 the prompt holds the focus alone, and the focus still goes round the pool of 3
+    assert len(nodes) == 3 and all(len(node.cognition_ids) == top_k for node in nodes)
     firsts = [node.cognition_ids[0] for node in nodes]
     prompts = [json.loads((tmp_path / "state" / "runs" / "focus" / "nodes" / node.id / TRANSCRIPT)
                           .read_text().splitlines()[0])["messages"][-1]["content"] for node in nodes]

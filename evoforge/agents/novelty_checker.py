@@ -79,9 +79,14 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     if report["verdict"] == "duplicate":
         retries = state.novelty_retries + 1
         update["novelty_retries"] = retries
+        if report["nearest_id"] == (state.parent or {}).get("id"):
+            # an echo of the parent is a change not written, not an idea already tried
+            advice = "it is the parent again: write the code that changes the parent as the idea says"
+        else:
+            advice = "that idea was tried: propose a different idea"
         update["feedback"] = [
             f"'{candidate['name']}' duplicates node '{report['nearest_name']}' (similarity {report['similarity']}): "
-            f"{report['reason']}. Propose a different idea."
+            f"{report['reason']}; {advice}."
         ]
         if retries > res.config.bounds.max_novelty_retries:
             update["status"] = "duplicate"

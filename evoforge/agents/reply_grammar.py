@@ -3,7 +3,7 @@
 A small model asked for SEARCH/REPLACE edits mostly fails in ways a grammar rules out: a malformed block,
 SEARCH lines that are not in the program, prose after the edit, or a reply cut off mid-block. Under these
 grammars every SEARCH line is one of the program's own lines (inside its evolvable region), the reply holds
-one to `MAX_BLOCKS` blocks (or, for the Researcher, one fenced program) and ends right after them. What the
+one to `MAX_BLOCKS` blocks (or one fenced block of code) and ends right after them. What the
 lines *say* stays free; the parser (`editing.py`) still checks contiguity and applies the edit.
 """
 
@@ -23,9 +23,10 @@ _COMMON_RULES = f"""
 sentence ::= [^\\n]{{1,{MAX_SENTENCE_CHARS}}} "\\n"
 edits ::= block ("\\n"? block){{0,{MAX_BLOCKS - 1}}}
 block ::= "<<<<<<< SEARCH\\n" anchor{{1,{MAX_SEARCH_LINES}}} "=======\\n" new-line{{1,{MAX_REPLACE_LINES}}} ">>>>>>> REPLACE\\n"
-new-line ::= "\\n" | [^>\\n] [^\\n]* "\\n"
+new-line ::= "\\n" | [^>`\\n] [^\\n]* "\\n"
 """
-# A REPLACE line may not start with ">": that is how the block's end stays unambiguous (no Python line does).
+# A REPLACE line may not start with ">": that is how the block's end stays unambiguous (no Python line does);
+# nor with "`": the 1.5B model otherwise pastes a fenced copy of the whole program into a REPLACE.
 # A REPLACE holds at least one line (a blank one deletes): an empty one was mostly a SEARCH copied by mistake.
 
 _REWRITE_RULES = """
@@ -66,6 +67,7 @@ def researcher_grammar(program: str, *, evolve_block: bool) -> str:
 
 
 def debugger_grammar(program: str, *, evolve_block: bool) -> str:
-    """A FIX line, then SEARCH/REPLACE blocks against the failing `program`."""
-    root = 'root ::= "FIX: " sentence edits'
-    return "\n".join([root, _COMMON_RULES.strip(), _anchor_rule(program, evolve_block=evolve_block)])
+    """A FIX line, then SEARCH/REPLACE blocks against the failing `program`, or one fenced block of fixed
+    functions."""
+    root = 'root ::= "FIX: " sentence (edits | rewrite)'
+    return "\n".join([root, _COMMON_RULES.strip(), _REWRITE_RULES.strip(), _anchor_rule(program, evolve_block=evolve_block)])

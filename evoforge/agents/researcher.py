@@ -78,7 +78,8 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     for parse_try in range(res.config.bounds.max_parse_retries + 1):
         attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
         try:
-            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt, grammar=grammar)
+            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt, grammar=grammar,
+                                    retries=sum(attempt))
         except LLMCallError as exc:
             log.warning("researcher model call failed (round %s): %s", state.round, exc)
             errors.append(f"the model call failed: {exc}")

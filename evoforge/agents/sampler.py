@@ -34,14 +34,16 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     queries = [text for node in sampled for text in (node.motivation, node.analysis) if text and text.strip()]
     items = []
     if config.cognition.top_k > 0:
+        focus = config.cognition.focus
         items = res.cognition.search(
             queries or [res.task.description],
             task=res.task.name,
-            k=config.cognition.top_k,
+            k=max(config.cognition.top_k, config.cognition.focus_pool) if focus else config.cognition.top_k,
             min_similarity=config.cognition.min_similarity,
         )
-    if config.cognition.focus and len(items) > 1:
-        items = _focus_first(items, focus_counts(res.database, state.run_id))
+        if focus and len(items) > 1:
+            items = _focus_first(items, focus_counts(res.database, state.run_id))
+        items = items[: config.cognition.top_k]
     return {
         **ROUND_RESET,
         "round": round_,

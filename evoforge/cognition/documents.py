@@ -104,13 +104,32 @@ def _attribution(path: str, sources: list[str]) -> str:
     return f"{path} — Source: {'; '.join(dict.fromkeys(sources))}" if sources else path
 
 
+def _paragraphs(text: str) -> list[str]:
+    """The blank-line separated paragraphs of `text`; a fenced code block is one paragraph (or part of one),
+    blank lines and indentation kept, so code in a note reaches a prompt as it was written."""
+    paragraphs: list[str] = []
+    current: list[str] = []
+    in_fence = False
+    for line in text.strip("\n").splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if line.strip() or in_fence:
+            current.append(line.rstrip())
+        elif current:
+            paragraphs.append("\n".join(current))
+            current = []
+    if current:
+        paragraphs.append("\n".join(current))
+    return paragraphs
+
+
 def _chunks(text: str, max_words: int = MAX_WORDS) -> list[str]:
     """Paragraphs packed into chunks of at most `max_words` words (a longer paragraph is cut)."""
     pieces: list[tuple[int, str]] = []
-    for paragraph in re.split(r"\n\s*\n", text.strip()):
+    for paragraph in _paragraphs(text):
         words = paragraph.split()
         if len(words) <= max_words:
-            pieces.append((len(words), paragraph.strip()))
+            pieces.append((len(words), paragraph))
         else:
             cuts = [words[i : i + max_words] for i in range(0, len(words), max_words)]
             pieces += [(len(cut), " ".join(cut)) for cut in cuts]

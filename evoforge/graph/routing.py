@@ -32,7 +32,7 @@ def route_after_run_evaluation(
 ) -> Literal["run_evaluation", "debug_candidate", "analyze_result", "record_node"]:
     if state.status == "":
         return "run_evaluation"
-    if state.status == "runtime_error":
+    if state.status == "needs_fix":
         return "debug_candidate"
     if state.status == "rejected_by_human":
         return "record_node"
@@ -42,7 +42,7 @@ def route_after_run_evaluation(
 def route_after_debug_candidate(state: State) -> Literal["run_evaluation", "debug_candidate", "analyze_result"]:
     if state.status == "":
         return "run_evaluation"
-    return "debug_candidate" if state.status == "runtime_error" else "analyze_result"
+    return "debug_candidate" if state.status == "needs_fix" else "analyze_result"
 
 
 def route_after_record_node(state: State) -> Literal["sample_context", "__end__"]:

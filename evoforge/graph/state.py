@@ -64,7 +64,7 @@ class State(OutputState):
     cognition: list[dict[str, Any]] = field(default_factory=list)
     """Retrieved cognition items: id, kind (prior | insight), title, content, source, similarity."""
     candidate: dict[str, Any] | None = None
-    """The Researcher's proposal: name, motivation, code, diff, edit_mode (diff | rewrite)."""
+    """The Researcher's proposal: name, motivation, code, diff, edit_mode (diff | rewrite | definitions)."""
     feedback: Annotated[list[str], extend_or_reset] = field(default_factory=list)
     """Why earlier attempts this round were turned back (parse errors, static reasons, duplicates)."""
     static_report: dict[str, Any] | None = None
@@ -80,7 +80,8 @@ class State(OutputState):
     approval: dict[str, Any] | None = None
     """The human decision on a costly stage: action (approve | reject | edit), settings, reason."""
     status: str = ""
-    """Outcome of the round so far (evaluated, early_rejected, runtime_failed, static_rejected, ...)."""
+    """Outcome of the round so far: "" while it goes on, `needs_fix` while a failed stage waits for the Debugger,
+    else final (evaluated, early_rejected, invalid, runtime_failed, static_rejected, ...)."""
     error: str | None = None
     """The failure that ended the round, in one sentence."""
     analysis: str = ""

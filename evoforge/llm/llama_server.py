@@ -27,6 +27,9 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evoforge-llama-launcher")
 # The server is on loopback: a proxy from the environment must never be asked for it.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+PROMPT_CACHE_BYTES = 1 << 30
+"""The server's RAM prompt cache (llama-cpp-python's LlamaRAMCache, least recently used out first): a 1.5B
+model's KV state takes ~28 KB a token, so 1 GiB holds a dozen 3k-token conversations."""
 
 
 def _free_port() -> int:
@@ -114,6 +117,9 @@ class LocalModelServer:
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
+            # one KV state is kept per recent prompt: the roles' prompts differ (a novelty verdict, a report), and
+            # with only the last call's state kept each would make the next Researcher call re-read its prompt
+            "--cache", "true", "--cache_type", "ram", "--cache_size", str(PROMPT_CACHE_BYTES),
         ]  # fmt: skip
         parent_pid = os.getpid()
         with self.log_path.open("ab") as log:
