@@ -116,8 +116,9 @@ def test_a_fork_checks_novelty_against_the_memory_its_step_saw(database: Databas
         replay.fork_run("orig", 1, from_node="propose_candidate", fork_id=fork_id, base=config,
                         overrides={"roles": {"researcher": {"provider": "scripted", "script": str(script)}}})
 
-    # the Researcher of the fork echoes the parent: the seed of the original run, which the step saw
-    fork_proposing(seed.code, "orig-echo")
+    # the Researcher of the fork echoes the parent with a comment added (an unchanged echo is refused as an edit
+    # error before novelty is checked): a duplicate of the seed of the original run, which the step saw
+    fork_proposing(seed.code.replace("def solve():\n", "def solve():\n    # once more\n"), "orig-echo")
     (echo,) = store.list_nodes("orig-echo")
     assert echo.novelty["nearest_id"] == seed.id and echo.novelty["verdict"] == "duplicate"
     assert echo.status == "duplicate" and echo.stage_results == [], "the echo was evaluated again"

@@ -172,6 +172,12 @@ def _definition_name(node: ast.stmt) -> str | None:
     return targets[0].id if len(targets) == 1 and isinstance(targets[0], ast.Name) else None
 
 
+def _names_and_statements(body: list[ast.stmt]) -> tuple[set[str], set[str]]:
+    """The names `body` defines and its statements (as AST dumps): what an edit of the region may not repeat
+    when `body` is the fixed code."""
+    return {name for node in body if (name := _definition_name(node)) is not None}, {ast.dump(node) for node in body}
+
+
 def _span(node: ast.stmt) -> tuple[int, int]:
     """0-based first and last line of a statement, its decorators included."""
     decorators = getattr(node, "decorator_list", [])
@@ -199,8 +205,8 @@ def merge_definitions(parent_code: str, fenced: str) -> tuple[str, bool] | None:
     except SyntaxError:
         return None
     defined = {name: node for node in region_tree.body if (name := _definition_name(node)) is not None}
-    fixed_names = {name for node in fixed_body if (name := _definition_name(node)) is not None}
-    present = {ast.dump(node) for node in [*fixed_body, *region_tree.body]}
+    fixed_names, fixed_statements = _names_and_statements(fixed_body)
+    present = fixed_statements | {ast.dump(node) for node in region_tree.body}
     region_lines, fenced_lines = region.splitlines(keepends=True), fenced.splitlines(keepends=True)
     replaced: dict[int, tuple[int, str]] = {}  # first line in the region -> (last line, new text)
     imports, appended = [], []
@@ -287,11 +293,10 @@ def _without_fixed_copies(block: str, fixed_code: str) -> str:
         tree, fixed_body = ast.parse("".join(lines)), ast.parse(fixed_code).body
     except SyntaxError:
         return block
-    fixed_names = {name for node in fixed_body if (name := _definition_name(node)) is not None}
-    fixed_dumps = {ast.dump(node) for node in fixed_body}
+    fixed_names, fixed_statements = _names_and_statements(fixed_body)
     dropped: set[int] = set()
     for node in tree.body:
-        if _definition_name(node) in fixed_names or ast.dump(node) in fixed_dumps:
+        if _definition_name(node) in fixed_names or ast.dump(node) in fixed_statements:
             first, last = _span(node)
             dropped.update(range(first, last + 1))
     if not dropped and len(lines) == len(block.splitlines(keepends=True)):
