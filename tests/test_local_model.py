@@ -181,3 +181,26 @@ def test_the_server_outlives_the_starting_thread_but_not_the_process(model_file,
         parent.wait()
         if server_pid is not None and _process_exists(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_a_run_asks_a_restarted_server_after_its_server_died(chat, model_file, tmp_path):
+    """The embedded server killed mid-run (the kernel's OOM killer did it once): the run's next call gets a new
+    server, instead of every remaining round failing at once against the dead port."""
+    from evoforge.config import RunConfig
+    from evoforge.graph.resources import Resources
+
+    run_config = RunConfig(llm=CONFIG, state_dir=tmp_path)
+    # chat_model reads only the configuration: the rest of a run's services play no part here
+    services = Resources.__new__(Resources)
+    services.config = run_config
+    before = services.chat_model("researcher")
+    server = get_local_server(model_file, n_ctx=CONFIG.context_tokens, log_dir=tmp_path, n_threads=CONFIG.threads)
+    assert before.openai_api_base == server.url
+    os.killpg(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = services.chat_model("researcher")
+    assert after.openai_api_base != before.openai_api_base
+    text, usage = call_model(after, PROMPT, seed=1)
+    assert text.strip() and usage.tokens_out > 0

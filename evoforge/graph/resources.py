@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -40,12 +40,12 @@ class Resources:
     sandbox: Sandbox
     evaluation_slots: threading.BoundedSemaphore
     """Evaluations running at once across the process's lanes, up to the backend's capacity."""
-    _models: dict[Role, BaseChatModel] = field(default_factory=dict)
 
     def chat_model(self, role: Role) -> BaseChatModel:
-        if role not in self._models:
-            self._models[role] = make_chat_model(self.config.model_for(role), role=role, state_dir=self.config.state_dir)
-        return self._models[role]
+        # asked of make_chat_model on every call, not kept here: it restarts an embedded server that died (the
+        # kernel's OOM killer, a crash) and hands out a model for the new port, where a model kept from before
+        # would fail every later call of the run at once
+        return make_chat_model(self.config.model_for(role), role=role, state_dir=self.config.state_dir)
 
     def run_dir(self, run_id: str) -> Path:
         return self.config.runs_dir / run_id
