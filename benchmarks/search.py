@@ -274,6 +274,10 @@ def main() -> None:
                 started, evaluations, funnel = run_evoforge(task.root, base_url, args.model, budget, work, label,
                                                             overrides)
             result = summarise(label, started, budget, evaluations, proxy.records(), task.score.direction, funnel)
+            # a server that died mid-run fails every later call at once: say so beside the figures it spoiled
+            result["server_died"] = not server.running
+            if result["server_died"]:
+                print(f"[search] {label}: the model server died during the run:\n{server.log_tail()}", flush=True)
         finally:
             proxy.stop()
             server.stop()
