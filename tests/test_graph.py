@@ -233,3 +233,34 @@ def test_each_round_focuses_on_the_retrieved_idea_used_least(database: Database,
         assert all("## Idea to implement in this candidate" in prompt for prompt in prompts)
     else:
         assert all("## Idea to implement" not in prompt and "## Knowledge" in prompt for prompt in prompts)
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_an_echoed_parent_gives_way_to_the_focused_priors_code(database: Database, tmp_path: Path,
+                                                              fallback: bool) -> None:
+    import shutil
+
+    task_dir = tmp_path / "toy"
+    shutil.copytree(TOY, task_dir)
+    (task_dir / "cognition" / "notes.md").write_text(
+        "# Ways to score higher\n## Return five\nThis solve, in place of the seed's, scores 5:\n"
+        "```python\ndef solve():\n    return 5.0\n```\n")
+    script = tmp_path / "echo.yaml"
+    echo = "NAME: same_again\nMOTIVATION: as before\n```python\ndef solve():\n    return 1.0\n```"
+    script.write_text(json.dumps({"researcher": {"cycle": True, "replies": [echo]},
+                                  "analyzer": {"cycle": True, "replies": ["RESULT: as reported."]}}))
+    config = RunConfig(task=str(task_dir), rounds=1, database_url=database.url, state_dir=tmp_path / "state",
+                       llm={"provider": "scripted", "script": str(script)}, sampling={"policy": "greedy"},
+                       bounds={"max_parse_retries": 1},
+                       cognition={"top_k": 1, "min_similarity": -1, "prior_code_fallback": fallback})
+    start_run(config, "echo")
+    node = next(n for n in resources.get_resources(config).nodes.list_nodes("echo") if n.round == 1)
+    calls = (tmp_path / "state" / "runs" / "echo" / "nodes" / node.id / TRANSCRIPT).read_text().splitlines()
+    researcher_calls = [call for call in map(json.loads, calls) if call["role"] == "researcher"]
+    if fallback:
+        # the first echo is enough: the prior's function is the candidate, evaluated, and says where it came from
+        assert node.valid and node.score == 5.0 and node.name == "prior_return_five"
+        assert "'Return five'" in node.motivation and len(researcher_calls) == 1
+    else:
+        assert node.status == "parse_failed" and "leaves the program as it was" in (node.error or "")
+        assert len(researcher_calls) == 2

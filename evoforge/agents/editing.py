@@ -26,6 +26,10 @@ class EditError(ValueError):
     """A reply whose edits cannot be applied; the message tells the model what to fix."""
 
 
+class UnchangedEdit(EditError):
+    """An edit that applies but leaves the program as it was (the parent echoed back)."""
+
+
 @dataclass(frozen=True)
 class SearchReplace:
     search: str
@@ -151,12 +155,17 @@ def apply_edit(parent_code: str, edit: Edit) -> tuple[str, str]:
             child, mode = edit.rewrite, "rewrite"
         else:
             child, mode = merged[0], "rewrite" if merged[1] else "definitions"
-    if _without_imports(evolvable_text(child)) == _without_imports(evolvable_text(parent_code)):
-        raise EditError(
+    if not changes_program(parent_code, child):
+        raise UnchangedEdit(
             "the edit leaves the program as it was, but for imports (each REPLACE repeats its SEARCH lines, or the "
             "code block repeats the parent's code): write the new code the idea needs"
         )
     return child, mode
+
+
+def changes_program(parent_code: str, child_code: str) -> bool:
+    """Whether `child_code` differs from `parent_code` in its evolvable code, imports aside."""
+    return _without_imports(evolvable_text(child_code)) != _without_imports(evolvable_text(parent_code))
 
 
 def _without_imports(code: str) -> list[str]:

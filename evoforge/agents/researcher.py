@@ -12,7 +12,8 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
 from evoforge.agents.code_view import edit_and_view
-from evoforge.agents.editing import Edit, EditError, apply_edit, parse_edit, unified_diff
+from evoforge.agents.editing import Edit, EditError, UnchangedEdit, apply_edit, parse_edit, unified_diff
+from evoforge.agents.prior_code import prior_code_candidate
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import researcher_grammar
 from evoforge.config import RunConfig
@@ -57,6 +58,29 @@ def parse_proposal(reply: str) -> Proposal:
     )
 
 
+def _candidate(proposal: Proposal, original_code: str, code: str, mode: str, messages: list[Any],
+               reply: str) -> dict[str, Any]:
+    return {
+        "name": proposal.name,
+        "motivation": proposal.motivation,
+        "code": code,
+        "diff": unified_diff(original_code, code),
+        "edit_mode": mode,
+        # the Analyzer continues this conversation, so a server's prompt cache serves its whole prefix
+        "conversation": message_records([*messages, AIMessage(reply)]),
+    }
+
+
+def _prior_code_fallback(config: RunConfig, state: State, parent_code: str) -> tuple[str, str] | None:
+    """(title, code) of the focused human prior's complete functions merged into the parent, where the config
+    allows it and that code changes the parent (see prior_code.py); else None."""
+    if not (config.cognition.focus and config.cognition.prior_code_fallback and state.cognition):
+        return None
+    focus = state.cognition[0]
+    code = prior_code_candidate(parent_code, focus)
+    return None if code is None else (str(focus["title"]).split(" / ")[-1], code)
+
+
 def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Ask the Researcher for a candidate; an unusable reply is retried with its error, then recorded as failed."""
     res = resources_for(state.run_id, runtime)
@@ -89,6 +113,16 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             proposal = parse_proposal(reply)
             code, mode = apply_edit(parent_code, proposal.edit)
         except EditError as exc:
+            prior = _prior_code_fallback(res.config, state, parent_code) if isinstance(exc, UnchangedEdit) else None
+            if prior is not None:
+                title, code = prior
+                log.info("round %s: the reply left the parent unchanged; the candidate is the code of the prior %r",
+                         state.round, title)
+                proposal = Proposal(name=f"prior_{_snake(title)}"[:60], edit=Edit(blocks=(), rewrite=None),
+                                    motivation=f"The code the prior '{title}' gives, merged into the parent (the "
+                                               "Researcher's reply left the program unchanged).")
+                return {"candidate": _candidate(proposal, original_code, code, "prior_code", messages, reply),
+                        "usage": usage, "parse_failures": state.parse_failures + len(errors)}
             excerpt = " ".join(reply.split())[:160]
             errors.append(f"{exc} (the reply began: {excerpt!r})")
             messages = [
@@ -97,16 +131,10 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
                 HumanMessage(f"That reply could not be used: {exc}. Reply again in the required format."),
             ]
             continue
-        candidate = {
-            "name": proposal.name or f"candidate_r{state.round}",
-            "motivation": proposal.motivation,
-            "code": code,
-            "diff": unified_diff(original_code, code),
-            "edit_mode": mode,
-            # the Analyzer continues this conversation, so a server's prompt cache serves its whole prefix
-            "conversation": message_records([*messages, AIMessage(reply)]),
-        }
-        return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors)}
+        proposal = Proposal(name=proposal.name or f"candidate_r{state.round}", motivation=proposal.motivation,
+                            edit=proposal.edit)
+        return {"candidate": _candidate(proposal, original_code, code, mode, messages, reply), "usage": usage,
+                "parse_failures": state.parse_failures + len(errors)}
     return {
         "candidate": None,
         "usage": usage,
