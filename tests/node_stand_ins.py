@@ -27,7 +27,7 @@ _REDUCED = {name for name, hint in get_type_hints(State, include_extras=True).it
 def use_stand_ins(monkeypatch: pytest.MonkeyPatch, module: ModuleType, config: RunConfig, **handles: Any) -> Any:
     """Make `module`'s node find a Resources-like object holding `config`, the circle_packing task and
     `handles`; its prompt renders to one placeholder message (the templates are tested in test_prompts.py)."""
-    res = SimpleNamespace(config=config, task=TASK, run_dir=lambda run_id: config.runs_dir / run_id, **handles)
+    res = SimpleNamespace(config=config, task=TASK, **handles)
     monkeypatch.setattr(module, "resources_for", lambda run_id, runtime: res)
     for renderer in ("render", "render_follow_up"):
         if hasattr(module, renderer):

@@ -37,7 +37,7 @@ def record_seed(res: Resources, run_id: str) -> NodeRecord:
     """
     code = res.task.seed_code()
     node_id = node_id_for(run_id, 0, 0)
-    status, stage_results, error = evaluate_program(res, code, res.run_dir(run_id) / "nodes" / node_id)
+    status, stage_results, error = evaluate_program(res, code, res.config.node_dir(run_id, node_id))
     if status == "evaluator_error":
         task, stage = res.task, stage_results[-1]["stage"]
         raise TaskError(f"the seed program of task {task.name!r} could not be evaluated: {error} Fix the evaluator "
