@@ -291,6 +291,14 @@ class RunConfig(BaseModel):
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 
+    def run_dir(self, run_id: str) -> Path:
+        """A run's files: its nodes' directories, its report, its best program."""
+        return self.runs_dir / run_id
+
+    def node_dir(self, run_id: str, node_id: str) -> Path:
+        """A node's files: its stages' and static checks' work dirs and its model-call transcript."""
+        return self.run_dir(run_id) / "nodes" / node_id
+
 
 def format_validation_errors(exc: ValidationError) -> str:
     return "; ".join(

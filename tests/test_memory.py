@@ -403,6 +403,21 @@ def test_checkpointers_share_the_database(database: Database) -> None:
 
 
 @pytest.mark.integration
+def test_an_advisory_lock_holds_off_other_sessions_until_its_block_ends(database: Database) -> None:
+    def free_elsewhere(name: str) -> bool:
+        """Whether another session could take the lock `name` now (closing that session lets it go)."""
+        with psycopg.connect(database.url, autocommit=True) as other:
+            row = other.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,)).fetchone()
+            return bool(row and row[0])
+
+    with pytest.raises(RuntimeError, match="inside the block"), database.advisory_lock("seed:run-a"):
+        assert not free_elsewhere("seed:run-a")
+        assert free_elsewhere("seed:run-b"), "another name is another lock"
+        raise RuntimeError("a failure inside the block")
+    assert free_elsewhere("seed:run-a"), "a failure inside the block still released the lock"
+
+
+@pytest.mark.integration
 def test_embedded_server_is_shared_and_survives_restarts(embedded_postgres: EmbeddedPostgres) -> None:
     db = Database.open(None, embedded_postgres.state_dir)
     try:

@@ -89,7 +89,7 @@ def messages_from_records(records: list[dict[str, str]]) -> list[BaseMessage]:
 
 
 def _append_transcript(res: Resources, state: State, call: dict[str, Any]) -> None:
-    node_dir = res.run_dir(state.run_id) / "nodes" / (state.node_id or f"r{state.round:04d}-l{state.lane}")
+    node_dir = res.config.node_dir(state.run_id, state.node_id or f"r{state.round:04d}-l{state.lane}")
     try:
         node_dir.mkdir(parents=True, exist_ok=True)
         with (node_dir / TRANSCRIPT).open("a", encoding="utf-8") as transcript:

@@ -37,7 +37,7 @@ def record_seed(res: Resources, run_id: str) -> NodeRecord:
     """
     code = res.task.seed_code()
     node_id = node_id_for(run_id, 0, 0)
-    status, stage_results, error = evaluate_program(res, code, res.run_dir(run_id) / "nodes" / node_id)
+    status, stage_results, error = evaluate_program(res, code, res.config.node_dir(run_id, node_id))
     if status == "evaluator_error":
         task, stage = res.task, stage_results[-1]["stage"]
         raise TaskError(f"the seed program of task {task.name!r} could not be evaluated: {error} Fix the evaluator "
@@ -70,13 +70,9 @@ def prepare_run(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         log.info("cognition from %s: %d items ingested, %d retired", res.task.root / res.task.cognition_dir,
                  added, retired)
     # lanes start together: one evaluates the seed while the others wait on the run's lock
-    with res.database.pool.connection() as lock:
-        lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"seed:{run_id}",))
-        try:
-            if res.nodes.get_node(node_id_for(run_id, 0, 0)) is None:
-                record_seed(res, run_id)
-        finally:
-            lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"seed:{run_id}",))
+    with res.database.advisory_lock(f"seed:{run_id}"):
+        if res.nodes.get_node(node_id_for(run_id, 0, 0)) is None:
+            record_seed(res, run_id)
     best = res.nodes.best_node(run_id, res.task.score.direction)
     best_score = best.score if best else None
     reason = stop_reason(res, lane=state.lane, round_=state.round, best_score=best_score,

@@ -116,7 +116,7 @@ def metrics_verdict(metrics_text: str) -> dict[str, Any]:
 
 
 def stage_workdir(res: Resources, state: State, stage: Stage) -> Path:
-    return res.run_dir(state.run_id) / "nodes" / state.node_id / f"{stage.name}-try{state.debug_attempts}"
+    return res.config.node_dir(state.run_id, state.node_id) / f"{stage.name}-try{state.debug_attempts}"
 
 
 def run_one_stage(res: Resources, stage: Stage, code: str, workdir: Path,

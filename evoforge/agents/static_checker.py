@@ -112,7 +112,7 @@ def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     usage = state.usage
     deferred = None
     if not reasons and res.task.rules.static_check is not None:
-        workdir = res.run_dir(state.run_id) / "nodes" / state.node_id / f"static-{state.static_retries}"
+        workdir = res.config.node_dir(state.run_id, state.node_id) / f"static-{state.static_retries}"
         verdict = run_static_check(res.task, candidate["code"], workdir, res.sandbox)
         if verdict.crashed:
             # a bug, not a broken rule: the Engineer's run reproduces it and the Debugger reads the traceback

@@ -89,7 +89,7 @@ def report(
     except KeyError:
         _fail(f"no run {run_id!r}")
         raise
-    out_dir = out or config.runs_dir / run_id / "report"
+    out_dir = out or config.run_dir(run_id) / "report"
     index = write_report(data, out_dir, top=top)
     errors.print(f"report of {counted(len(data.nodes), 'node')} ({data.run.status}): {index}")
 
@@ -135,7 +135,7 @@ def show(
     out.rule("code", align="left")
     out.print(Syntax(node.code, "python", line_numbers=True, word_wrap=True))
     if calls:
-        _print_calls(out, config.runs_dir / node.run_id / "nodes" / node.id)
+        _print_calls(out, config.node_dir(node.run_id, node.id))
 
 
 def _print_calls(out: Console, node_dir: Path) -> None:

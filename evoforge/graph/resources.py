@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeGuard
 
 from langchain_core.language_models import BaseChatModel
@@ -46,9 +45,6 @@ class Resources:
         # kernel's OOM killer, a crash) and hands out a model for the new port, where a model kept from before
         # would fail every later call of the run at once
         return make_chat_model(self.config.model_for(role), role=role, state_dir=self.config.state_dir)
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.config.runs_dir / run_id
 
 
 _lock = threading.Lock()

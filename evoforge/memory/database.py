@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,6 +229,20 @@ class Database:
             if self.embedded is not None:
                 self.embedded.ensure_running()
             raise
+
+    @contextmanager
+    def advisory_lock(self, name: str) -> Iterator[None]:
+        """Hold the Postgres advisory lock `name` for the block: every other thread or process on this database
+        that asks for the same name waits until the block ends.
+
+        The lock is held by a pooled connection of its own (session-level, no transaction open), so the block
+        uses the pool's other connections as usual and a failure inside it still releases the lock."""
+        with self.pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
     def checkpointer(self) -> PostgresSaver:
         """LangGraph's `PostgresSaver` on this database's pool, its tables set up (once per object)."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pgvector import Vector
 from psycopg.types.json import Jsonb
 
 from evoforge.memory.database import Database
 from evoforge.memory.fingerprint import code_hash
+from evoforge.tasks.direction import DIRECTIONS, Direction
 
 NODE_STATUSES = (
     "evaluated",
@@ -28,8 +29,6 @@ NODE_STATUSES = (
     "rejected_by_human",
 )
 RUN_STATUSES = ("running", "stopped", "finished", "failed")
-Direction = Literal["maximize", "minimize"]
-DIRECTIONS = ("maximize", "minimize")
 
 _FINITE_SCORE = "score IS NOT NULL AND score > '-Infinity'::float8 AND score < 'Infinity'::float8"
 """Postgres orders NaN above Infinity, so `< 'Infinity'` excludes NaN as well."""

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evoforge.tasks.direction import Direction
+
 BUILTIN_TASKS_DIR = Path(__file__).resolve().parent
 METRICS_FILE = "metrics.json"
 STAGE_SETTINGS_ENV = "EVOFORGE_STAGE_SETTINGS"
@@ -61,11 +63,11 @@ class Stage(_Strict):
 
 class Objective(_Strict):
     metric: str
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Direction = "maximize"
 
 
 class Score(_Strict):
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Direction = "maximize"
     target: float | None = None
     objectives: list[Objective] = Field(default_factory=list)
     """Several metrics for multi-objective selection; empty means the scalar `score` alone."""

@@ -61,5 +61,3 @@ def read_metrics(results_dir: str) -> str:
                                "content_head": raw[:2000].decode("utf-8", errors="replace")})
     return json.dumps({"error": f"no {METRICS_FILE} in {stage_dir} or its {RESULTS_DIR}/ folder"})
 
-
-ENGINEER_TOOLS = [read_log_tail, read_metrics]

@@ -24,11 +24,10 @@ from pydantic import ValidationError
 from evoforge.sandbox.base import Job, Limits, Sandbox, SandboxResult
 from evoforge.sandbox.ending import RESOURCE_LIMITS
 from evoforge.tasks.spec import METRICS_FILE, STAGE_SETTINGS_ENV, EvaluationReport, Stage, TaskSpec
-from evoforge.tools.engineer_tools import ENGINEER_TOOLS, read_log_tail, read_metrics
+from evoforge.tools.engineer_tools import read_log_tail, read_metrics
 from evoforge.tools.job_files import RESULTS_DIR, read_job_file
 
-__all__ = ["ENGINEER_TOOLS", "StageOutcome", "StageStatus", "read_log_tail", "read_metrics", "run_stage",
-           "run_static_check"]
+__all__ = ["StageOutcome", "StageStatus", "read_log_tail", "read_metrics", "run_stage", "run_static_check"]
 
 StageStatus = Literal["ok", "below_threshold", "invalid", "runtime_error", "timeout", "resource_limit",
                       "evaluator_error"]

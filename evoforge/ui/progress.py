@@ -151,7 +151,7 @@ def print_outcome(console: Console, outcome: Any, nodes: Any, config: RunConfig)
                           f"{request.get('candidate')!r}, stage {request.get('stage')} (cost {request.get('cost')})")
         console.print(f"answer with: evoforge approve {outcome.run_id} [--reject] [--set KEY=VALUE]")
         return
-    run_dir = config.runs_dir / outcome.run_id
+    run_dir = config.run_dir(outcome.run_id)
     console.print(f"run {outcome.run_id}: {state.get('stop_reason') or 'stopped'}")
     best_id = state.get("best_node_id")
     if best_id:
