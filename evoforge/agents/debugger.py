@@ -21,7 +21,7 @@ from evoforge.graph.state import State
 from evoforge.llm.usage import LLMCallError
 
 log = logging.getLogger(__name__)
-_FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：]\s*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
+_FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
 
 
 def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
