@@ -58,11 +58,11 @@ def parse_proposal(reply: str) -> Proposal:
     )
 
 
-def _candidate(proposal: Proposal, original_code: str, code: str, mode: str, messages: list[Any],
+def _candidate(name: str, motivation: str, original_code: str, code: str, mode: str, messages: list[Any],
                reply: str) -> dict[str, Any]:
     return {
-        "name": proposal.name,
-        "motivation": proposal.motivation,
+        "name": name,
+        "motivation": motivation,
         "code": code,
         "diff": unified_diff(original_code, code),
         "edit_mode": mode,
@@ -118,11 +118,11 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
                 title, code = prior
                 log.info("round %s: the reply left the parent unchanged; the candidate is the code of the prior %r",
                          state.round, title)
-                proposal = Proposal(name=f"prior_{_snake(title)}"[:60], edit=Edit(blocks=(), rewrite=None),
-                                    motivation=f"The code the prior '{title}' gives, merged into the parent (the "
-                                               "Researcher's reply left the program unchanged).")
-                return {"candidate": _candidate(proposal, original_code, code, "prior_code", messages, reply),
-                        "usage": usage, "parse_failures": state.parse_failures + len(errors)}
+                motivation = (f"The code the prior '{title}' gives, merged into the parent (the Researcher's reply "
+                              "left the program unchanged).")
+                candidate = _candidate(f"prior_{_snake(title)}"[:60], motivation, original_code, code, "prior_code",
+                                       messages, reply)
+                return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors)}
             excerpt = " ".join(reply.split())[:160]
             errors.append(f"{exc} (the reply began: {excerpt!r})")
             messages = [
@@ -131,10 +131,9 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
                 HumanMessage(f"That reply could not be used: {exc}. Reply again in the required format."),
             ]
             continue
-        proposal = Proposal(name=proposal.name or f"candidate_r{state.round}", motivation=proposal.motivation,
-                            edit=proposal.edit)
-        return {"candidate": _candidate(proposal, original_code, code, mode, messages, reply), "usage": usage,
-                "parse_failures": state.parse_failures + len(errors)}
+        candidate = _candidate(proposal.name or f"candidate_r{state.round}", proposal.motivation, original_code, code,
+                               mode, messages, reply)
+        return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors)}
     return {
         "candidate": None,
         "usage": usage,

@@ -1,6 +1,6 @@
 """`python -m evoforge.llm.llama_serve ARGS`: llama-cpp-python's OpenAI-compatible server (`python -m
-llama_cpp.server ARGS`) with grammar-constrained replies sampled the cheap way (see grammar_sampling) and a prompt cache bounded by what it
-really holds (see prompt_cache)."""
+llama_cpp.server ARGS`) with grammar-constrained replies sampled the cheap way (see grammar_sampling) and a prompt
+cache bounded by what it really holds (see prompt_cache)."""
 
 from __future__ import annotations
 
