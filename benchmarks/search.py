@@ -50,6 +50,10 @@ from evoforge.tasks.spec import load_task  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PEERS = {"openevolve": openevolve_peer, "shinka": shinka_peer}
+DEFAULT_LANES = 1
+"""One sequence at a time: on 2 cores, 2 or 3 Researcher-sized calls batched on one server took as long as the
+same calls one after another (benchmarks/results/server.json: reading prompts is compute-bound), so more lanes
+only lengthen each lane's rounds there. A machine with more cores, or a GPU, gains from `--lanes`."""
 ABLATIONS = {
     "cognition": {"cognition": {"top_k": 0}},
     "analyzer": {"llm_analysis": False},
@@ -57,7 +61,7 @@ ABLATIONS = {
 
 
 def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, work: Path, label: str,
-                 overrides: dict[str, Any]) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
+                 overrides: dict[str, Any], lanes: int) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
     """One EvoForge run on the embedded defaults, its model at `base_url`, killed at the budget.
 
     Returns the start time, the recorded nodes as evaluations ({t, score, valid, fingerprint, ...}) and the
@@ -67,6 +71,7 @@ def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, wor
     config_data: dict[str, Any] = {
         "state_dir": str(state_dir),
         "llm": {"provider": "local", "base_url": base_url, "model": model},
+        "workers": lanes,
         **overrides,
     }
     config_path = work / f"evoforge-{label}.yaml"
@@ -88,6 +93,7 @@ def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, wor
         "score": node.score if node.valid else 0.0,
         "valid": node.valid,
         "fingerprint": node.code_hash if node.stage_results else None,
+        "lane": node.lane,
     } for node in nodes]
     funnel = {
         "generated": sum(int(node.resources.get("usage", {}).get("researcher", {}).get("calls", 0)) for node in nodes),
@@ -98,10 +104,10 @@ def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, wor
 
 
 def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: float, work: Path,
-             seed: int) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+             seed: int, lanes: int) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
     eval_log = work / f"{name}-evaluations.jsonl"
     started = time.time()
-    summary = PEERS[name].run(task_dir, base_url, model, budget_s, work / name, eval_log, seed=seed)
+    summary = PEERS[name].run(task_dir, base_url, model, budget_s, work / name, eval_log, seed=seed, parallel=lanes)
     lines = eval_log.read_text().splitlines() if eval_log.exists() else []
     evaluations = []
     for line in lines:
@@ -112,7 +118,8 @@ def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: flo
 
 
 def summarise(label: str, started: float, budget_s: float, evaluations: list[dict[str, Any]],
-              calls: list[dict[str, Any]], direction: str, funnel: dict[str, int] | None) -> dict[str, Any]:
+              calls: list[dict[str, Any]], direction: str, funnel: dict[str, int] | None, lanes: int = 1
+              ) -> dict[str, Any]:
     """The figures of one system: curves of best-so-far against time and tokens, and the candidate funnel.
 
     `funnel` is what a system records itself (EvoForge); None takes every model call as a generated candidate
@@ -149,6 +156,12 @@ def summarise(label: str, started: float, budget_s: float, evaluations: list[dic
     funnel = funnel or {"generated": len(calls), "unparsed": max(0, len(calls) - len(evaluated))}
     times = sorted(r["t"] for r in evaluations)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # with several lanes a round (one lane's proposal to its record) takes longer than the interval between any
+    # two records; EvoForge records each node's lane, a peer's records are one stream with no rounds to tell
+    lane_gaps: list[float] | None = [] if lanes == 1 or all("lane" in r for r in evaluations) else None
+    for lane in {r.get("lane", 0) for r in evaluations} if lane_gaps is not None else ():
+        own = sorted(r["t"] for r in evaluations if r.get("lane", 0) == lane)
+        lane_gaps += [b - a for a, b in zip(own, own[1:], strict=False)]
     return {
         "system": label,
         "budget_min": budget_s / 60,
@@ -162,7 +175,9 @@ def summarise(label: str, started: float, budget_s: float, evaluations: list[dic
         "valid": sum(1 for r in evaluated if r["valid"]),
         "duplicates_evaluated": duplicates,
         "unparsed_replies": funnel["unparsed"],
-        "round_p50_s": round(statistics.median(gaps), 1) if gaps else None,
+        "node_interval_p50_s": round(statistics.median(gaps), 1) if gaps else None,
+        "lanes": lanes,
+        "round_p50_s": round(statistics.median(lane_gaps), 1) if lane_gaps else None,
         "curve_time_min": curve_time,
         "curve_tokens": curve_tokens,
     }
@@ -196,11 +211,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
     table = Table(title="search benchmark")
     columns = ["system", "best", "model_calls", "prompt_tokens", "completion_tokens", "generated", "evaluated",
-               "valid", "duplicates_evaluated", "unparsed_replies", "round_p50_s"]
+               "valid", "duplicates_evaluated", "unparsed_replies", "lanes", "round_p50_s", "node_interval_p50_s"]
     for column in columns:
         table.add_column(column.replace("_", " "), justify="left" if column == "system" else "right")
     for result in results:
-        table.add_row(*(f"{result[c]:.4f}" if c == "best" and result[c] is not None else str(result[c])
+        # results merged from a run before a column existed leave it empty
+        table.add_row(*(f"{result[c]:.4f}" if c == "best" and result[c] is not None else str(result.get(c, ""))
                         for c in columns))
     Console().print(table)
 
@@ -224,6 +240,9 @@ def main() -> None:
                         help="budget of each ablation run (default: --budget-min)")
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES,
+                        help="model server slots, and each system's concurrent proposals (EvoForge's lanes, "
+                             "OpenEvolve's parallel evaluations, Shinka's proposal and evaluation jobs)")
     parser.add_argument("--work", type=Path, default=None, help="where runs keep their files (default: a new dir)")
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
     parser.add_argument("--merge", action="store_true",
@@ -254,7 +273,8 @@ def main() -> None:
     for label, ablation, budget in plan:
         print(f"[search] {label}: {budget / 60:g} min on {task.name}", flush=True)
         system_started_at = datetime.now(UTC).isoformat(timespec="seconds")
-        server = LocalModelServer(model_file, n_ctx=8192, log_dir=work / "logs", alias=args.model, n_threads=2)
+        server = LocalModelServer(model_file, n_ctx=8192, log_dir=work / "logs", alias=args.model, n_threads=2,
+                                  slots=args.lanes)
         server.start()
         proxy = CountingProxy(server.url, work / f"{label}-llm_calls.jsonl")
         base_url = proxy.start()
@@ -264,7 +284,7 @@ def main() -> None:
             if label in PEERS:
                 try:
                     started, evaluations, _ = run_peer(label, task.root, base_url, args.model, budget, work,
-                                                       args.seed)
+                                                       args.seed, args.lanes)
                 except PeerMissing as exc:
                     missing[label] = str(exc)
                     print(f"[search] {label} skipped: {exc}", flush=True)
@@ -272,8 +292,9 @@ def main() -> None:
             else:
                 overrides = ABLATIONS[ablation] if ablation else {}
                 started, evaluations, funnel = run_evoforge(task.root, base_url, args.model, budget, work, label,
-                                                            overrides)
-            result = summarise(label, started, budget, evaluations, proxy.records(), task.score.direction, funnel)
+                                                            overrides, args.lanes)
+            result = summarise(label, started, budget, evaluations, proxy.records(), task.score.direction, funnel,
+                               args.lanes)
             # a server that died mid-run fails every later call at once: say so beside the figures it spoiled
             result["server_died"] = not server.running
             if result["server_died"]:

@@ -68,6 +68,10 @@ class ModelConfig(_Section):
     context_tokens: int = Field(8192, ge=512)
     threads: int = Field(2, ge=1, le=256)
     """For `local`: CPU threads of the llama.cpp server. On a busy machine 1 can be far faster than 2."""
+    slots: int | None = Field(None, ge=1, le=64)
+    """For `local`: sequences the embedded server decodes side by side, in one batch. None: one per research
+    lane (`workers`), so no lane's call queues behind another's. Generation is memory-bound, so a batch of
+    several sequences costs little more per step than one (benchmarks/results/server.json)."""
     script: str | None = None
     """For `scripted`: a YAML file of replies (see evoforge/llm/scripted.py)."""
     constrained: bool = True
@@ -284,6 +288,13 @@ class RunConfig(BaseModel):
         directory = path.parent if path.name == "task.yaml" else path
         return str(directory.resolve()) if (directory / "task.yaml").is_file() else task
 
+    @model_validator(mode="after")
+    def _one_server_slot_per_lane(self) -> RunConfig:
+        # every role's model gets the same count, so roles on one model file share one server
+        self.llm = _with_slots(self.llm, self.workers)
+        self.roles = {role: _with_slots(cfg, self.workers) for role, cfg in self.roles.items()}
+        return self
+
     def model_for(self, role: Role) -> ModelConfig:
         return self.roles.get(role, self.llm)
 
@@ -298,6 +309,10 @@ class RunConfig(BaseModel):
     def node_dir(self, run_id: str, node_id: str) -> Path:
         """A node's files: its stages' and static checks' work dirs and its model-call transcript."""
         return self.run_dir(run_id) / "nodes" / node_id
+
+
+def _with_slots(cfg: ModelConfig, workers: int) -> ModelConfig:
+    return cfg.model_copy(update={"slots": workers}) if cfg.slots is None else cfg
 
 
 def format_validation_errors(exc: ValidationError) -> str:

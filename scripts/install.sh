@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything EvoForge needs on a fresh Debian machine, idempotently:
 # system packages (bubblewrap), a virtualenv in .venv with the pinned CPU torch, the package with its
-# extras, and llama-cpp-python compiled portably. Model weights are assembled on first use (or by
+# extras, and llama.cpp's server compiled for this CPU. Model weights are assembled on first use (or by
 # `evoforge setup-model`). Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,23 +47,10 @@ else
   log "python environment up to date ($VENV)"
 fi
 
-# llama.cpp (llama-cpp-python) compiled for the instruction sets this CPU reports. A wider build processes
-# prompts ~1.5x faster (AVX-512 with VNNI/BF16 against AVX2, measured), so each ISA extension is switched on
-# when /proc/cpuinfo lists it. Never -march=native and never AMX: AMX is advertised on some of these hosts but
-# dies with SIGILL at the first decode. The flags are recorded beside the venv; the model server refuses to
-# start on a CPU that lacks one of them (evoforge/llm/cpu_build.py), and a change of CPU rebuilds here.
-# --no-cache-dir: pip's wheel cache is keyed by the sdist, not the flags, and would carry a wide build over.
-llama_flags="$("$VENV/bin/python" -m evoforge.llm.cpu_build flags)"
-llama_stamp="$VENV/.llama-cpu-flags"
-if [ ! -f "$llama_stamp" ] || [ "$(cat "$llama_stamp")" != "$llama_flags" ] \
-    || ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
-  log "llama-cpp-python for this CPU (${llama_flags:-baseline x86-64}); compiles from source: ~5 min"
-  # LLAVA_BUILD=OFF: the multimodal library (mtmd, loaded only by image chat formats) is not needed and is slow to compile
-  CMAKE_ARGS="${CMAKE_ARGS:-$("$VENV/bin/python" -m evoforge.llm.cpu_build cmake-args) -DLLAVA_BUILD=OFF}" \
-    pip_install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
-  pip_install -e ".[local]"
-  echo "$llama_flags" > "$llama_stamp"
-else
-  log "llama-cpp-python up to date (${llama_flags})"
-fi
+# llama.cpp's server compiled for the instruction sets this CPU reports. A wider build processes prompts ~1.5x
+# faster (AVX-512 with VNNI/BF16 against AVX2, measured), so each ISA extension is switched on when
+# /proc/cpuinfo lists it. Never -march=native and never AMX: AMX is advertised on some of these hosts but dies
+# with SIGILL at the first decode. The flags are recorded beside the venv; the model server refuses to start on
+# a CPU that lacks one of them (evoforge/llm/cpu_build.py), and a change of CPU rebuilds here.
+bash scripts/build-llama-server.sh
 log "done: $VENV/bin/evoforge"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from evoforge.config import ConfigError, RunConfig, load_config
 
@@ -54,3 +55,13 @@ def test_role_override_leaves_other_roles_on_the_default() -> None:
     config = RunConfig(roles={"analyzer": {"provider": "scripted", "script": "x.yaml"}})
     assert config.model_for("analyzer").provider == "scripted"
     assert config.model_for("researcher").provider == "local"
+
+
+def test_the_local_server_gets_one_slot_per_lane_unless_told() -> None:
+    config = RunConfig(workers=3, roles={"analyzer": {"model": "qwen2.5-coder-0.5b"}})
+    assert config.model_for("researcher").slots == 3
+    assert config.model_for("analyzer").slots == 3  # a role's own model is batched for every lane too
+    assert RunConfig().llm.slots == 1
+    assert RunConfig(workers=3, llm={"slots": 2}).llm.slots == 2
+    with pytest.raises(ValidationError):
+        RunConfig(llm={"slots": 0})

@@ -156,7 +156,10 @@ def test_usage_counts_tokens_calls_and_time():
     assert (usage.tokens_in, usage.tokens_out, usage.calls) == (3 + 8, 10, 1)
     assert usage.seconds >= 0
     total = usage + usage + Usage()
-    assert total.to_dict() == {"tokens_in": 22, "tokens_out": 20, "seconds": usage.seconds * 2, "calls": 2}
+    assert total.to_dict() == {"tokens_in": 22, "tokens_out": 20, "seconds": usage.seconds * 2, "calls": 2,
+                               "tokens_cached": 0}
+    cached = Usage(tokens_in=100, tokens_cached=80) + Usage(tokens_in=50, tokens_cached=10)
+    assert (cached.tokens_in, cached.tokens_cached) == (150, 90)
 
 
 def test_usage_is_estimated_when_the_provider_reports_none():

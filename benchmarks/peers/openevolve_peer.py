@@ -8,7 +8,8 @@ Settings are OpenEvolve's defaults (5 islands, MAP-Elites over complexity/divers
   on a local model, so every system samples alike), max_tokens 1024 (not 4096: a CPU model writes ~20 tokens/s);
 - `llm.timeout` is the budget (default 60 s: a CPU model's call takes 1–3 minutes, so every call would time out
   and be retried three times);
-- one worker (`evaluator.parallel_evaluations: 1`, 2 cores shared with the model server);
+- `parallel` workers (`evaluator.parallel_evaluations`), each an iteration of its own (its model call and its
+  evaluation), as many as the model server has slots: the same concurrency EvoForge's lanes get;
 - `evaluator.cascade_evaluation: false`: the cascade is EvoForge's, inside `evoforge evaluate`, and the
   evaluator timeout covers all its stages;
 - `max_code_length` is the task's `rules.max_code_chars`, so both systems may write programs of the same size;
@@ -64,7 +65,7 @@ def evaluate(program_path):
 
 
 def run(task_dir: Path, base_url: str, model: str, budget_s: float, work_dir: Path, eval_log: Path,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, parallel: int = 1) -> dict[str, Any]:
     """Run OpenEvolve on the task in `task_dir` against `base_url`/`model` for `budget_s` seconds.
 
     Writes initial_program.py, evaluator.py and config.yaml into `work_dir`, OpenEvolve's output under
@@ -85,7 +86,7 @@ def run(task_dir: Path, base_url: str, model: str, budget_s: float, work_dir: Pa
                str(Path(eval_log).resolve()), "--label", LABEL, "--program"]
     evaluator.write_text(EVALUATOR_TEMPLATE.format(command=command, root=str(ROOT)))
     config = work_dir / "config.yaml"
-    config.write_text(yaml.safe_dump(_config(spec, base_url, model, budget_s, seed), sort_keys=False))
+    config.write_text(yaml.safe_dump(_config(spec, base_url, model, budget_s, seed, parallel), sort_keys=False))
     console = work_dir / "openevolve.log"
     argv = [str(python), "-m", "openevolve.cli", str(program), str(evaluator), "--config", str(config),
             "--output", str(work_dir / "openevolve_output"), "--iterations", str(MAX_ITERATIONS)]
@@ -96,7 +97,7 @@ def run(task_dir: Path, base_url: str, model: str, budget_s: float, work_dir: Pa
     return peer_summary(eval_log, LABEL, iterations, ended, notes)
 
 
-def _config(spec: Any, base_url: str, model: str, budget_s: float, seed: int) -> dict[str, Any]:
+def _config(spec: Any, base_url: str, model: str, budget_s: float, seed: int, parallel: int) -> dict[str, Any]:
     return {
         "max_iterations": MAX_ITERATIONS,
         "random_seed": seed,
@@ -116,7 +117,7 @@ def _config(spec: Any, base_url: str, model: str, budget_s: float, seed: int) ->
         "evaluator": {
             "timeout": int(sum(stage.timeout_s for stage in spec.stages) + SANDBOX_SLACK_S),
             "cascade_evaluation": False,
-            "parallel_evaluations": 1,
+            "parallel_evaluations": parallel,
         },
     }
 

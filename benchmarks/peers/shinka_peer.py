@@ -13,7 +13,8 @@ cross patches at 0.6 / 0.3 / 0.1, up to 3 resamples of a patch that does not app
   uses on a local model, so every system samples alike);
 - `embedding_model: null`: the default (text-embedding-3-small) is OpenAI's hosted API; without it Shinka skips
   its embedding novelty filter (its LLM novelty judge and meta-recommendations are off by default anyway);
-- one proposal, one evaluation and one database worker at a time (2 cores shared with the model server);
+- `parallel` proposals and evaluations at once, as many as the model server has slots (the concurrency
+  EvoForge's lanes get), and one database worker;
 - Shinka has no seed option: the launcher seeds Python's and numpy's global generators, which its sampling uses.
 """
 
@@ -93,7 +94,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run(task_dir: Path, base_url: str, model: str, budget_s: float, work_dir: Path, eval_log: Path,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, parallel: int = 1) -> dict[str, Any]:
     """Run ShinkaEvolve on the task in `task_dir` against `base_url`/`model` for `budget_s` seconds.
 
     Writes the Shinka task directory to `work_dir/task`, Shinka's results (gen_*/, best/, programs.sqlite) to
@@ -112,7 +113,7 @@ def run(task_dir: Path, base_url: str, model: str, budget_s: float, work_dir: Pa
     command = [str(VENV_PYTHON), "-m", "benchmarks.peers.evaluation", str(spec.root), "--log",
                str(Path(eval_log).resolve()), "--label", LABEL, "--program"]
     (task / "evaluate.py").write_text(EVALUATE_TEMPLATE.format(command=command, root=str(ROOT)))
-    (task / "shinka.yaml").write_text(yaml.safe_dump(_config(spec, base_url, model), sort_keys=False))
+    (task / "shinka.yaml").write_text(yaml.safe_dump(_config(spec, base_url, model, parallel), sort_keys=False))
     launcher = work_dir / "launch_shinka.py"
     launcher.write_text(LAUNCHER_TEMPLATE.format(seed=int(seed)))
     results = work_dir / "results"
@@ -126,7 +127,7 @@ def run(task_dir: Path, base_url: str, model: str, budget_s: float, work_dir: Pa
     return peer_summary(eval_log, LABEL, _generations(results), ended, notes)
 
 
-def _config(spec: Any, base_url: str, model: str) -> dict[str, Any]:
+def _config(spec: Any, base_url: str, model: str, parallel: int) -> dict[str, Any]:
     return {
         "evo": {
             "task_sys_msg": spec.description,
@@ -136,8 +137,9 @@ def _config(spec: Any, base_url: str, model: str) -> dict[str, Any]:
             "llm_kwargs": {"temperatures": [0.3], "max_tokens": 1024},
             "embedding_model": None,
         },
-        "max_evaluation_jobs": 1,
-        "max_proposal_jobs": 1,
+        # as many proposals and evaluations at once as the model server has slots (EvoForge's lanes)
+        "max_evaluation_jobs": parallel,
+        "max_proposal_jobs": parallel,
         "max_db_workers": 1,
         "verbose": True,
     }

@@ -1,4 +1,17 @@
-"""llama.cpp's OpenAI-compatible server (llama-cpp-python) as a managed child process."""
+"""llama.cpp's own OpenAI-compatible server (`llama-server`) as a managed child process.
+
+`scripts/install.sh` compiles `llama-server` from the llama.cpp sources that ship inside the pinned
+llama-cpp-python sdist, for the instruction sets this CPU has (evoforge/llm/cpu_build.py), into the venv's
+`bin/`. llama.cpp's server rather than llama-cpp-python's, because of three things it does that the local loop
+needs, each measured on 2 cores with the 1.5B model (benchmarks/results/server.json):
+
+- parallel slots decoded in one batch (continuous batching): generation is memory-bound, so several lanes'
+  replies cost little more per step than one; the run's lanes share one server instead of queueing on it;
+- a prompt cache in host RAM across slots (`--cache-ram`): a conversation continued later (the Analyzer after
+  the Researcher, a retry after a novelty verdict) reuses its prefix's KV state instead of reading it again;
+- grammar-constrained decoding that draws from the unconstrained distribution first and consults the grammar
+  only for the drawn token, so a constrained reply costs what an unconstrained one does.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,7 @@ import atexit
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,9 +41,30 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evoforge-llama-launcher")
 # The server is on loopback: a proxy from the environment must never be asked for it.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-PROMPT_CACHE_BYTES = 1 << 30
-"""The server's RAM prompt cache (llama-cpp-python's LlamaRAMCache, least recently used out first): a 1.5B
-model's KV state takes ~28 KB a token, so 1 GiB holds a dozen 3k-token conversations."""
+SERVER_BINARY_ENV = "EVOFORGE_LLAMA_SERVER"
+PROMPT_CACHE_MIB = 1024
+"""The server's host-RAM prompt cache: a 1.5B model's KV state takes ~28 KB a token, so 1 GiB holds a dozen
+3k-token conversations beside the ones the slots hold."""
+
+
+class ServerBinaryMissing(FileNotFoundError):
+    """llama.cpp's `llama-server` is not installed where EvoForge looks for it."""
+
+
+def server_binary() -> Path:
+    """`$EVOFORGE_LLAMA_SERVER`, else `llama-server` in this interpreter's venv, else on PATH."""
+    explicit = os.environ.get(SERVER_BINARY_ENV)
+    candidates = [Path(explicit)] if explicit else [Path(sys.prefix) / "bin" / "llama-server"]
+    on_path = None if explicit else shutil.which("llama-server")
+    for candidate in [*candidates, *([Path(on_path)] if on_path else [])]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerBinaryMissing(
+        f"llama.cpp's llama-server is not at {candidates[0]}"
+        + ("" if explicit else " nor on PATH")
+        + "; run `bash scripts/install.sh`, which compiles it for this CPU"
+        + ("" if explicit else f", or point ${SERVER_BINARY_ENV} at a build of it")
+    )
 
 
 def _free_port() -> int:
@@ -50,11 +85,13 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class LocalModelServer:
-    """One `python -m llama_cpp.server` process serving a GGUF file on 127.0.0.1.
+    """One `llama-server` process serving a GGUF file on 127.0.0.1 with `slots` parallel sequences.
 
-    The process runs in its own process group, logs to `<log_dir>/llama-<alias>-<port>.log`, and is
-    stopped by `stop()`, at interpreter exit, or by the kernel if this process dies. The chat template
-    is the one stored in the GGUF file (Qwen2.5's ChatML template).
+    Each slot may use the whole `n_ctx`; the slots share one KV pool of `n_ctx * slots` tokens (llama.cpp's
+    unified KV cache), so one long conversation never runs out of room because other slots are idle. The
+    process runs in its own process group, logs to `<log_dir>/llama-<alias>-<port>.log`, and is stopped by
+    `stop()`, at interpreter exit, or by the kernel if this process dies. The chat template is the one stored
+    in the GGUF file (Qwen2.5's ChatML template).
     """
 
     def __init__(
@@ -65,15 +102,19 @@ class LocalModelServer:
         log_dir: Path,
         alias: str | None = None,
         n_threads: int = 2,
+        slots: int = 1,
         startup_timeout_s: float = 180.0,
     ) -> None:
         if n_ctx < 512:
             raise ValueError(f"n_ctx: expected at least 512, got {n_ctx}")
+        if slots < 1:
+            raise ValueError(f"slots: expected at least 1, got {slots}")
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.log_dir = Path(log_dir)
         self.alias = alias or self.model_path.stem
         self.n_threads = n_threads
+        self.slots = slots
         self.startup_timeout_s = startup_timeout_s
         self.port: int | None = None
         self.log_path: Path | None = None
@@ -109,17 +150,20 @@ class LocalModelServer:
         self.port = _free_port()
         self.log_path = self.log_dir / f"llama-{self.alias}-{self.port}.log"
         command = [
-            sys.executable, "-m", "evoforge.llm.llama_serve",
+            str(server_binary()),
             "--model", str(self.model_path),
-            "--model_alias", self.alias,
+            "--alias", self.alias,
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
-            # one KV state is kept per recent prompt: the roles' prompts differ (a novelty verdict, a report), and
-            # with only the last call's state kept each would make the next Researcher call re-read its prompt
-            "--cache", "true", "--cache_type", "ram", "--cache_size", str(PROMPT_CACHE_BYTES),
+            "--ctx-size", str(self.n_ctx * self.slots),
+            "--parallel", str(self.slots),
+            "--kv-unified",
+            "--threads", str(self.n_threads),
+            "--threads-batch", str(self.n_threads),
+            # a KV state per recent prompt, beyond the one each slot holds: the roles' prompts differ (a novelty
+            # verdict, a report), and without it each would make the next Researcher call re-read its prompt
+            "--cache-ram", str(PROMPT_CACHE_MIB),
+            "--no-webui",
         ]  # fmt: skip
         parent_pid = os.getpid()
         with self.log_path.open("ab") as log:
@@ -143,11 +187,12 @@ class LocalModelServer:
                     f"the llama.cpp server for {self.model_path.name} exited during startup:\n{self.log_tail()}"
                 )
             try:
-                with _DIRECT.open(f"{self.url}/models", timeout=2) as response:
+                # /health answers 503 while the model loads and 200 once it can serve
+                with _DIRECT.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
-                pass  # not listening yet
+                pass  # not listening yet, or still loading
             time.sleep(0.25)
         self.stop()
         raise TimeoutError(
@@ -177,15 +222,15 @@ class LocalModelServer:
         process.wait()
 
 
-_SERVERS: dict[tuple[Path, int, int], LocalModelServer] = {}
+_SERVERS: dict[tuple[Path, int, int, int], LocalModelServer] = {}
 _SERVERS_LOCK = threading.Lock()
 
 
 def get_local_server(
-    model_path: Path, *, n_ctx: int, log_dir: Path, alias: str | None = None, n_threads: int = 2
+    model_path: Path, *, n_ctx: int, log_dir: Path, alias: str | None = None, n_threads: int = 2, slots: int = 1
 ) -> LocalModelServer:
-    """The process-wide server for (model file, context size, threads), started (again) if not running."""
-    key = (Path(model_path).resolve(), n_ctx, n_threads)
+    """The process-wide server for (model file, context size, threads, slots), started (again) if not running."""
+    key = (Path(model_path).resolve(), n_ctx, n_threads, slots)
     with _SERVERS_LOCK:
         server = _SERVERS.get(key)
         if server is None or not server.running:
@@ -194,7 +239,7 @@ def get_local_server(
                     "llama.cpp server for %s had exited; restarting:\n%s", key[0].name, server.log_tail()
                 )
             server = LocalModelServer(
-                key[0], n_ctx=n_ctx, log_dir=log_dir, alias=alias, n_threads=n_threads
+                key[0], n_ctx=n_ctx, log_dir=log_dir, alias=alias, n_threads=n_threads, slots=slots
             ).start()
             _SERVERS[key] = server
         return server

@@ -60,6 +60,7 @@ def _local_server_url(cfg: ModelConfig, state_dir: Path) -> str:
         log_dir=Path(state_dir) / "logs",
         alias=cfg.model,
         n_threads=cfg.threads,
+        slots=cfg.slots or 1,
     )
     return server.url
 
@@ -70,8 +71,8 @@ def _local_model(cfg: ModelConfig, role: Role, server_url: str) -> ChatOpenAI:
         model=cfg.model,
         api_key="local",
         temperature=cfg.temperature,
-        # langchain-openai sends `max_tokens` as `max_completion_tokens`, which llama-cpp-python's
-        # server ignores (it would generate until the context is full); send the field it reads.
+        # langchain-openai sends `max_tokens` as `max_completion_tokens`; llama.cpp's server reads both, as do
+        # other OpenAI-compatible local servers the older name: send that one
         extra_body={"max_tokens": cfg.max_tokens_for(role)},
         timeout=cfg.timeout_s,
         max_retries=2,

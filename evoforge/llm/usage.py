@@ -24,6 +24,8 @@ class Usage:
     tokens_out: int = 0
     seconds: float = 0.0
     calls: int = 0
+    tokens_cached: int = 0
+    """Of `tokens_in`, those the server took from its prompt cache instead of reading them (where it says)."""
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -33,6 +35,7 @@ class Usage:
             tokens_out=self.tokens_out + other.tokens_out,
             seconds=self.seconds + other.seconds,
             calls=self.calls + other.calls,
+            tokens_cached=self.tokens_cached + other.tokens_cached,
         )
 
     @property
@@ -83,10 +86,13 @@ def call_model(
     seconds = time.perf_counter() - started
     text = reply.text
     metadata = reply.usage_metadata if isinstance(reply, AIMessage) else None
+    tokens_cached = 0
     if metadata:
         tokens_in, tokens_out = metadata["input_tokens"], metadata["output_tokens"]
+        tokens_cached = int((metadata.get("input_token_details") or {}).get("cache_read") or 0)
     else:
         # The provider reported no usage: estimate from characters so budgets still advance.
         tokens_in = sum(estimate_tokens(m.text) for m in messages)
         tokens_out = estimate_tokens(text)
-    return text, Usage(tokens_in=tokens_in, tokens_out=tokens_out, seconds=seconds, calls=1)
+    return text, Usage(tokens_in=tokens_in, tokens_out=tokens_out, seconds=seconds, calls=1,
+                       tokens_cached=tokens_cached)
