@@ -1,11 +1,18 @@
-"""The reply grammars are valid GBNF for every built-in task and anchor SEARCH lines to the program's own lines."""
+"""The reply grammars are valid GBNF for every built-in task (checked by llama.cpp's own server, which refuses a
+grammar it cannot parse), anchor SEARCH lines to the program's own lines, and keep edit markers out of a fenced
+program."""
 
 from __future__ import annotations
 
-import llama_cpp  # the `local` extra; the grammars are checked by llama.cpp's own parser
+from collections.abc import Iterator
+
+import httpx
 import pytest
 
+from evoforge.agents import reply_grammar
 from evoforge.agents.reply_grammar import debugger_grammar, researcher_grammar
+from evoforge.llm import ensure_model_file, models_dir
+from evoforge.llm.llama_server import LocalModelServer
 from evoforge.tasks.spec import list_builtin_tasks, load_task
 
 AWKWARD = '''import re
@@ -19,20 +26,64 @@ def fixed():
 '''
 
 
-def _parses(grammar: str) -> None:
-    llama_cpp.LlamaGrammar.from_string(grammar, verbose=False)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModelServer]:
+    model = ensure_model_file("qwen2.5-coder-0.5b", models_dir())
+    running = LocalModelServer(model, n_ctx=1024, log_dir=tmp_path_factory.mktemp("logs"), n_threads=1).start()
+    yield running
+    running.stop()
 
 
+def _complete(server: LocalModelServer, prompt: str, grammar: str, n: int) -> httpx.Response:
+    return httpx.post(
+        f"http://127.0.0.1:{server.port}/completion",
+        json={"prompt": prompt, "grammar": grammar, "n_predict": n, "temperature": 0, "seed": 1},
+        timeout=300,
+        trust_env=False,
+    )
+
+
+def _parses(server: LocalModelServer, grammar: str) -> None:
+    response = _complete(server, "NAME:", grammar, 1)
+    assert response.status_code == 200, response.text[:500]
+
+
+@pytest.mark.integration
+@pytest.mark.local_llm
+def test_the_server_refuses_a_broken_grammar(server: LocalModelServer) -> None:
+    response = _complete(server, "x", 'root ::= "a" missing-rule', 1)  # the check below can fail
+    assert response.status_code >= 400 and "grammar" in response.text.lower(), response.text[:500]
+
+
+@pytest.mark.integration
+@pytest.mark.local_llm
 @pytest.mark.parametrize("task_name", list_builtin_tasks())
-def test_grammars_of_every_seed_program_parse(task_name: str) -> None:
+def test_grammars_of_every_seed_program_parse(server: LocalModelServer, task_name: str) -> None:
     task = load_task(task_name)
     program = task.program_path.read_text()
-    _parses(researcher_grammar(program, evolve_block=task.evolve_block))
-    _parses(debugger_grammar(program, evolve_block=task.evolve_block))
+    _parses(server, researcher_grammar(program, evolve_block=task.evolve_block))
+    _parses(server, debugger_grammar(program, evolve_block=task.evolve_block))
 
 
-def test_awkward_characters_are_escaped() -> None:
-    _parses(researcher_grammar(AWKWARD, evolve_block=True))
+@pytest.mark.integration
+@pytest.mark.local_llm
+def test_awkward_characters_are_escaped(server: LocalModelServer) -> None:
+    _parses(server, researcher_grammar(AWKWARD, evolve_block=True))
+
+
+@pytest.mark.integration
+@pytest.mark.local_llm
+def test_a_fenced_program_cannot_hold_edit_markers(server: LocalModelServer) -> None:
+    """A text whose obvious continuation is a SEARCH marker: free, the model writes it; under the fenced
+    program's line rule it cannot."""
+    prompt = "```python\n" + "<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n" * 4
+    free = _complete(server, prompt, 'root ::= [^\\x00]+', 8)
+    assert free.status_code == 200 and free.json()["content"].startswith("<<<"), free.text[:300]
+    lines_only = "root ::= code-line+\n" + reply_grammar._REWRITE_RULES.strip().splitlines()[1]
+    fenced = _complete(server, prompt, lines_only, 8)
+    assert fenced.status_code == 200, fenced.text[:300]
+    lines = fenced.json()["content"].splitlines()
+    assert not any(line.startswith(("<", "=", ">")) for line in lines), lines
 
 
 def test_anchors_are_the_evolvable_lines_only() -> None:

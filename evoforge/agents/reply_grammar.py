@@ -31,8 +31,11 @@ new-line ::= "\\n" | [^>`\\n] [^\\n]* "\\n"
 
 _REWRITE_RULES = """
 rewrite ::= "```python\\n" code-line+ "```"
-code-line ::= "\\n" | [^`\\n] [^\\n]* "\\n"
+code-line ::= "\\n" | [^`<=>\\n] [^\\n]* "\\n"
 """
+# A line of the fenced program may not start with "<", "=" or ">" (no Python line does): the 1.5B model otherwise
+# opens a fence and writes SEARCH/REPLACE markers inside it, which is neither format (seen in 1 of 3 Researcher
+# replies of a parse-failed round, benchmark of 2026-12-03).
 
 
 def _literal(line: str) -> str:
