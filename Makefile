@@ -26,6 +26,7 @@ benchmarks: install
 	$(VENV)/bin/python benchmarks/memory.py
 	$(VENV)/bin/python benchmarks/kernels.py
 	$(VENV)/bin/python benchmarks/throughput.py
+	$(VENV)/bin/python benchmarks/server.py
 
 # EvoForge against OpenEvolve and ShinkaEvolve (their own venv), 20 minutes each plus the two ablations: ~1h40
 bench-search: install
