@@ -44,15 +44,22 @@ tar -xzf "$sdist" -C "$work" "llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp"
 source_dir="$work/llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp"
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+# the system's cmake where there is one (Debian's), else PyPI's in the venv
+CMAKE=cmake
+if ! command -v cmake >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q install "cmake>=3.20,<5" \
+    2> >(grep -vE "is ignored: it is (neither a file nor a directory|either a non-existing path)" >&2)
+  CMAKE="$VENV/bin/cmake"
+fi
 # static libraries: one self-contained binary in the venv, no libllama.so to find at run time;
 # no OpenSSL: the server listens on loopback only and never fetches a model
 # shellcheck disable=SC2046  # the flags are separate words by design
-cmake -S "$source_dir" -B "$work/build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+"$CMAKE" -S "$source_dir" -B "$work/build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   $("$VENV/bin/python" -m evoforge.llm.cpu_build cmake-args) \
   -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_CCACHE=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
   >"$work/cmake.log" 2>&1 || { cat "$work/cmake.log" >&2; exit 1; }
-cmake --build "$work/build" --target llama-server -j "$(nproc)" >"$work/build.log" 2>&1 \
+"$CMAKE" --build "$work/build" --target llama-server -j "$(nproc)" >"$work/build.log" 2>&1 \
   || { tail -40 "$work/build.log" >&2; exit 1; }
 install -m 0755 "$work/build/bin/llama-server" "$binary"
 echo "$flags" >"$stamp"
