@@ -70,8 +70,9 @@ class ModelConfig(_Section):
     """For `local`: CPU threads of the llama.cpp server. On a busy machine 1 can be far faster than 2."""
     slots: int | None = Field(None, ge=1, le=64)
     """For `local`: sequences the embedded server decodes side by side, in one batch. None: one per research
-    lane (`workers`), so no lane's call queues behind another's. Generation is memory-bound, so a batch of
-    several sequences costs little more per step than one (benchmarks/results/server.json)."""
+    lane (`workers`), so no lane's call queues behind another's. On 2 cores this buys no throughput (2 or 3
+    Researcher-sized calls at once took as long as one after another: reading prompts is compute-bound,
+    benchmarks/results/server.json); on more cores or a GPU it lets lanes run side by side."""
     script: str | None = None
     """For `scripted`: a YAML file of replies (see evoforge/llm/scripted.py)."""
     constrained: bool = True
