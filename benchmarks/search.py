@@ -157,11 +157,13 @@ def summarise(label: str, started: float, budget_s: float, evaluations: list[dic
     times = sorted(r["t"] for r in evaluations)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     # with several lanes a round (one lane's proposal to its record) takes longer than the interval between any
-    # two records; EvoForge records each node's lane, a peer's records are one stream with no rounds to tell
-    lane_gaps: list[float] | None = [] if lanes == 1 or all("lane" in r for r in evaluations) else None
-    for lane in {r.get("lane", 0) for r in evaluations} if lane_gaps is not None else ():
-        own = sorted(r["t"] for r in evaluations if r.get("lane", 0) == lane)
-        lane_gaps += [b - a for a, b in zip(own, own[1:], strict=False)]
+    # two records; EvoForge records each node's lane, a peer's records are one stream, whose gaps are its rounds
+    # only when it ran one proposal at a time
+    if evaluations and all("lane" in r for r in evaluations):
+        streams = [sorted(r["t"] for r in evaluations if r["lane"] == lane) for lane in {r["lane"] for r in evaluations}]
+    else:
+        streams = [times] if lanes == 1 else []
+    lane_gaps = [b - a for own in streams for a, b in zip(own, own[1:], strict=False)]
     return {
         "system": label,
         "budget_min": budget_s / 60,
