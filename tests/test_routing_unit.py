@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage
 from node_stand_ins import SEED, TASK, ScriptedAsk, advance, candidate, round_state, runtime, use_stand_ins
 
 from evoforge.agents import debugger, engineer, novelty_checker, recorder, researcher, static_checker
@@ -175,15 +176,66 @@ USABLE = ("NAME: wider ring\nMOTIVATION: a wider ring leaves room in the middle.
 def test_unusable_replies_are_retried_then_the_round_is_recorded(monkeypatch: pytest.MonkeyPatch,
                                                                   config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
+    prompts = RecordedPrompts(monkeypatch)
     model = ScriptedAsk(*["I would move the circles."] * (BOUNDS.max_parse_retries + 1))
     monkeypatch.setattr(researcher, "ask", model)
-    state = round_state()
+    state = round_state(feedback=["static check rejected 'ring': SyntaxError"])
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert len(model.calls) == BOUNDS.max_parse_retries + 1
-    assert "That reply could not be used: no code found" in model.calls[1][-1].text, "the error goes back to the model"
+    retry = prompts.variables[1]["feedback"]
+    assert retry[0] == "static check rejected 'ring': SyntaxError" and retry[1].startswith("reply 1 could not be used: no code found"), \
+        "the error goes back to the model, after what the round was told before"
+    assert all(len(call) == 1 for call in model.calls), "a retry is a fresh prompt, not the failed reply continued"
     assert (after.candidate, after.status, after.parse_failures) == (None, "parse_failed", BOUNDS.max_parse_retries + 1)
     assert after.error is not None and after.error.startswith(f"no usable reply after {BOUNDS.max_parse_retries + 1}")
     assert routing.route_after_propose_candidate(after) == "record_node"
+
+
+class RecordedPrompts:
+    """Stands in for the Researcher's `render`: keeps the variables of every prompt it renders."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.variables: list[dict[str, Any]] = []
+        monkeypatch.setattr(researcher, "render", self)
+
+    def __call__(self, task: Any, role: str, **variables: Any) -> list[Any]:
+        self.variables.append(variables)
+        return [HumanMessage(f"prompt {len(self.variables)}")]
+
+
+def _idea(title: str, content: str = "Move the circles apart.", kind: str = "prior") -> dict[str, Any]:
+    return {"id": title, "kind": kind, "title": f"Notes / {title}", "content": content, "source": "", "similarity": 1}
+
+
+ECHO = ("NAME: same ring\nMOTIVATION: the same ring.\n"
+        "<<<<<<< SEARCH\nRING_RADIUS = 0.3065\n=======\nRING_RADIUS = 0.3065\n>>>>>>> REPLACE\n")
+
+
+def test_an_echo_of_the_parent_moves_the_retry_to_the_next_idea(monkeypatch: pytest.MonkeyPatch,
+                                                                 config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    prompts = RecordedPrompts(monkeypatch)
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO, USABLE))
+    ideas = [_idea("penalty"), _idea("lesson", kind="insight"), _idea("grid")]
+    state = round_state(cognition=ideas)
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert [item["id"] for item in prompts.variables[0]["cognition"]] == ["penalty", "lesson", "grid"]
+    assert [item["id"] for item in prompts.variables[1]["cognition"]] == ["lesson", "grid", "penalty"]
+    assert "the idea 'penalty' is left for later" in prompts.variables[1]["feedback"][0]
+    assert after.candidate is not None and after.candidate["name"] == "wider_ring"
+    assert [item["id"] for item in after.cognition] == ["lesson", "grid", "penalty"], \
+        "the node records the idea its candidate was asked to implement first"
+
+
+def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = RunConfig(state_dir=tmp_path, cognition={"focus": False})
+    use_stand_ins(monkeypatch, researcher, config)
+    prompts = RecordedPrompts(monkeypatch)
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO, USABLE))
+    state = round_state(cognition=[_idea("penalty"), _idea("grid")])
+    advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert [item["id"] for item in prompts.variables[1]["cognition"]] == ["penalty", "grid"]
+    assert prompts.variables[1]["feedback"][0].startswith("reply 1 could not be used: the edit leaves the program")
 
 
 def test_a_usable_reply_on_the_last_allowed_try_goes_on(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
