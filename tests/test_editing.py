@@ -72,6 +72,18 @@ def test_reply_cut_off_inside_its_code_fence_is_still_used() -> None:
     assert edit.rewrite == "def f(x):\n    return 4\n"
 
 
+def test_a_reply_cut_off_mid_statement_keeps_the_definitions_it_finished() -> None:
+    whole = PARENT.replace("# EVOLVE-BLOCK-START\n", "").replace("# EVOLVE-BLOCK-END\n", "")
+    cut = whole.replace("y = x + 1", "y = x + 2") + '\n\nif __name__ == "__main__":\n    print(f"{run('
+    code, mode = apply_edit(PARENT, parse_edit("NAME: x\n```python\n" + cut))
+    assert code == PARENT.replace("y = x + 1", "y = x + 2") and mode == "rewrite"
+
+
+def test_a_reply_cut_off_inside_its_only_statement_is_kept_for_the_static_check() -> None:
+    cut = "def f(x):\n    return (x +\n"
+    assert parse_edit("```python\n" + cut).rewrite == cut, "nothing complete to keep: the SyntaxError is reported"
+
+
 def test_a_malformed_block_is_named_not_taken_for_a_program() -> None:
     # seen from Qwen2.5-Coder-1.5B: a block without its ======= line, inside a code fence
     reply = "NAME: x\n```\n<<<<<<< SEARCH\n    y = x + 1\n    return y\n>>>>>>> REPLACE\n```\n"

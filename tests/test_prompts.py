@@ -6,6 +6,7 @@ import jinja2
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+from evoforge.agents.analyzer import stage_views
 from evoforge.agents.prompting import FOLLOW_UP_ROLES, ROLES_WITH_PROMPTS, render, render_follow_up
 from evoforge.tasks.spec import TaskSpec, list_builtin_tasks, load_task
 
@@ -55,7 +56,7 @@ VARIABLES = {
         "status": "evaluated",
         "error": None,
         "diff": CANDIDATE["diff"],
-        "stage_results": [STAGE],
+        "stage_results": stage_views([STAGE, dict(STAGE, stage="full", metrics={"a": 1, "b": 2})]),
     },
     "novelty_judge": {"nearest": NODE, "candidate": CANDIDATE},
     "static_review": {"candidate": CANDIDATE},
@@ -144,3 +145,15 @@ def test_the_debugger_is_shown_what_the_candidate_changed() -> None:
     assert "## What the candidate changed in its parent" in user.content and "+x = 2" in user.content
     _, without = render(task, "debugger", **dict(VARIABLES["debugger"], changes=""))
     assert "What the candidate changed" not in without.content
+
+
+def test_the_analyzer_sees_each_stage_only_for_what_it_adds() -> None:
+    quick = dict(STAGE, metrics={"sum": 2.601862051483486, "pairs": 58}, artifacts={"centers": [[0.1, 0.2]]})
+    full = dict(quick, stage="full", metrics={"sum": 2.601862051483486, "pairs": 58, "repeats": 2})
+    messages = render_follow_up(load_task("circle_packing"), "analyzer", [SystemMessage("s")],
+                                **dict(VARIABLES["analyzer"], stage_results=stage_views([quick, full])))
+    text = messages[-1].text
+    assert 'metrics: {"sum":2.60186,"pairs":58}' in text, "floats at 6 significant digits"
+    assert 'metrics (those that changed since stage quick): {"repeats":2}' in text
+    assert text.count("feedback: fine") == 1 and text.count("artifacts:") == 1
+    assert text.index("artifacts:") > text.index("Stage full"), "the artifacts of the last stage that has them"

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from evoforge.agents import reply_grammar
-from evoforge.agents.reply_grammar import debugger_grammar, researcher_grammar
+from evoforge.agents.analyzer import parse_report
+from evoforge.agents.reply_grammar import (
+    ANALYZER_GRAMMAR,
+    MAX_REPORT_LINE_CHARS,
+    debugger_grammar,
+    researcher_grammar,
+)
 from evoforge.llm import ensure_model_file, models_dir
 from evoforge.llm.llama_server import LocalModelServer
 from evoforge.tasks.spec import list_builtin_tasks, load_task
@@ -84,6 +90,38 @@ def test_a_fenced_program_cannot_hold_edit_markers(server: LocalModelServer) -> 
     assert fenced.status_code == 200, fenced.text[:300]
     lines = fenced.json()["content"].splitlines()
     assert not any(line.startswith(("<", "=", ">")) for line in lines), lines
+
+
+@pytest.mark.integration
+@pytest.mark.local_llm
+def test_an_analyzer_report_under_its_grammar_has_every_line_and_ends(server: LocalModelServer) -> None:
+    prompt = "A program placing circles scored 2.45 (a 5x5 grid), below the best known 2.64. Write the report.\n"
+    response = _complete(server, prompt, ANALYZER_GRAMMAR, 400)
+    assert response.status_code == 200, response.text[:500]
+    body = response.json()
+    report, _ = parse_report(body["content"])
+    lines = report.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == ["RESULT", "WORKED", "FAILED", "NEXT"], report
+    assert all(len(line) <= len("FAILED: ") + MAX_REPORT_LINE_CHARS for line in lines[:4]), report
+    assert body.get("stop_type") != "limit", "the grammar lets the report end well before 400 tokens"
+
+
+SHORT = "import math\n\n# EVOLVE-BLOCK-START\ndef area(r):\n    return math.pi * r * r\n# EVOLVE-BLOCK-END\n\n\n" \
+        "def main():\n    print(area(2.0))\n"
+
+
+@pytest.mark.integration
+@pytest.mark.local_llm
+def test_a_fenced_program_ends_at_the_end_of_the_evolvable_block(server: LocalModelServer) -> None:
+    """Asked to copy a program, the model copies all of it; under the grammar the fence closes at the end marker."""
+    prompt = f"```python\n{SHORT}```\nThe same program, copied exactly:\n"
+    rules = researcher_grammar(SHORT, evolve_block=True).split("\n", 2)[2]  # without the NAME and MOTIVATION lines
+    free = _complete(server, prompt, 'root ::= [^\\x00]+', 120)
+    assert free.status_code == 200 and "def main" in free.json()["content"], free.text[:500]
+    fenced = _complete(server, prompt, "root ::= rewrite\n" + rules, 120)
+    assert fenced.status_code == 200, fenced.text[:500]
+    content = fenced.json()["content"]
+    assert content.endswith("# EVOLVE-BLOCK-END\n```") and "def main" not in content, content
 
 
 def test_anchors_are_the_evolvable_lines_only() -> None:

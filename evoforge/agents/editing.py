@@ -55,8 +55,8 @@ def parse_edit(reply: str) -> Edit:
     if not fenced:
         # a reply cut off by the token limit leaves its last fence open: take the code up to the end
         unclosed = _OPEN_FENCE.search(without_blocks)
-        if unclosed and unclosed.group("body").strip():
-            fenced = [unclosed.group("body")]
+        if unclosed and (body := _complete_statements(unclosed.group("body"))).strip():
+            fenced = [body]
     # a fence around a broken SEARCH/REPLACE block holds no program: never take it as a rewrite
     programs = [body for body in fenced if not _MARKER.search(body)]
     rewrite = max(programs, key=len) if programs else None
@@ -71,6 +71,30 @@ def parse_edit(reply: str) -> Edit:
             "or the full program in a ```python fenced block"
         )
     return Edit(blocks, rewrite)
+
+
+def _complete_statements(code: str) -> str:
+    """`code` without its last top-level statement when the token limit cut that statement off (the code does
+    not parse, but the code before it does); `code` itself otherwise.
+
+    Measured on circle_packing with the embedded 1.5B model (2026-12-03): 9 of 42 Researcher replies in two
+    benchmark runs hit the 768-token cap, several inside the fixed code the model copies after the evolvable
+    region (`if __name__ == "__main__":`); the definitions it had written by then are whole and worth running."""
+    try:
+        ast.parse(code)
+        return code
+    except SyntaxError:
+        pass
+    lines = code.splitlines(keepends=True)
+    statement_starts = [i for i, line in enumerate(lines) if i and line[:1] not in ("", " ", "\t", "\n", "#", ")")]
+    for start in reversed(statement_starts):
+        before = "".join(lines[:start])
+        try:
+            ast.parse(before)
+        except SyntaxError:
+            continue
+        return before
+    return code
 
 
 def _locate_loosely(code: str, search: str) -> tuple[int, int] | None:
