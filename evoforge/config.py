@@ -149,9 +149,9 @@ class CognitionConfig(_Section):
     """With `focus`: the focus is chosen among this many retrieved items (the prompt still shows `top_k`), so
     that over a run every relevant prior gets its turn, not only the `top_k` nearest the parent."""
     prior_code_fallback: bool = True
-    """With `focus`: when the Researcher's reply leaves the program unchanged and the focused prior gives complete
-    functions, those functions merged into the parent are the candidate (edit mode `prior_code`), instead of
-    asking again (evoforge/agents/prior_code.py)."""
+    """With `focus`: when the Researcher's reply leaves the program unchanged and a retrieved prior (the focused
+    one first) gives complete functions that change the parent, those functions merged into the parent are the
+    candidate (edit mode `prior_code`), instead of asking again (evoforge/agents/prior_code.py)."""
     embedding_model: str = "all-MiniLM-L6-v2"
     """The bundled MiniLM (offline) unless `embedding_base_url` names an OpenAI-compatible endpoint; any
     other model name without a base URL goes to OpenAI's own endpoint."""

@@ -227,6 +227,21 @@ def test_an_echo_of_the_parent_moves_the_retry_to_the_next_idea(monkeypatch: pyt
         "the node records the idea its candidate was asked to implement first"
 
 
+def test_an_echo_runs_the_code_of_a_retrieved_prior_when_the_focused_one_gives_none(
+        monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    centred = ("A start to polish:\n```python\ndef construct_packing():\n    centers = np.full((26, 2), 0.5)\n"
+               "    return centers, compute_radii(centers)\n```\n")
+    state = round_state(cognition=[_idea("corners"), _idea("lesson", kind="insight"), _idea("centred", centred)])
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None and after.candidate["edit_mode"] == "prior_code"
+    assert after.candidate["name"] == "prior_centred" and "np.full((26, 2), 0.5)" in after.candidate["code"]
+    assert [item["id"] for item in after.cognition] == ["centred", "corners", "lesson"], \
+        "the node records the prior whose code it runs as its focus"
+    assert after.usage["researcher"]["calls"] == 1, "no second call: the echo was enough"
+
+
 def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = RunConfig(state_dir=tmp_path, cognition={"focus": False})
     use_stand_ins(monkeypatch, researcher, config)
