@@ -173,6 +173,8 @@ class BoundsConfig(_Section):
     """Every loop of the graph is bounded; the graph state holds the matching counters."""
 
     max_parse_retries: int = Field(2, ge=0)
+    """Unusable Researcher replies a round retries, over all its static and novelty retries (each of which still
+    gets one try)."""
     max_static_retries: int = Field(2, ge=0)
     max_novelty_retries: int = Field(2, ge=0)
     max_debug_attempts: int = Field(2, ge=0)

@@ -265,6 +265,17 @@ def test_a_usable_reply_on_the_last_allowed_try_goes_on(monkeypatch: pytest.Monk
     assert routing.route_after_propose_candidate(after) == "check_candidate"
 
 
+def test_the_parse_bound_holds_for_the_whole_round(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    model = ScriptedAsk("no code", "no code")
+    monkeypatch.setattr(researcher, "ask", model)
+    # a static retry after the round has used its parse retries: one try, then the round is recorded
+    state = round_state(parse_failures=BOUNDS.max_parse_retries, static_retries=1)
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert len(model.calls) == 1 and after.status == "parse_failed"
+    assert after.parse_failures == BOUNDS.max_parse_retries + 1
+
+
 def test_a_model_that_keeps_failing_ends_the_round(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     down = LLMCallError("connection refused")
