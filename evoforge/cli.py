@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evoforge.commands import cognition as cognition_commands
+from evoforge.commands import dashboard as dashboard_commands
 from evoforge.commands import errors as error_handling
 from evoforge.commands import inspect as inspect_commands
 from evoforge.commands import studio as studio_commands
@@ -231,7 +232,7 @@ def setup_model(model: Annotated[str, typer.Argument()] = "qwen2.5-coder-1.5b") 
     console.print(f"{model}: {path}")
 
 
-for _group in (cognition_commands, inspect_commands, studio_commands):
+for _group in (cognition_commands, inspect_commands, studio_commands, dashboard_commands):
     _group.register(app)
 
 if __name__ == "__main__":

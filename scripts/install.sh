@@ -12,7 +12,8 @@ log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
-# headless Chromium renders run reports in the tests (tests/test_report.py)
+# headless Chromium renders run reports in the tests (tests/test_report.py) and, driven by playwright (the dev
+# extra) through its executable path, the dashboard (tests/test_dashboard.py): playwright downloads no browser
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # the docker sandbox backend and its tests (the tests start a private dockerd: scripts/start-dockerd.sh)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from langgraph.pregel import Pregel
 from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
+from starlette.applications import Starlette
 
 from evoforge.config import ConfigError
 
@@ -32,6 +33,7 @@ def test_targets_import() -> None:
             graph = graph(_ReadRuntime(access_context="assistants.read", store=None))
         assert graph.checkpointer is None, "the dev server refuses a graph compiled with its own checkpointer"
     assert callable(_load(config["checkpointer"]["path"]))
+    assert isinstance(_load(config["http"]["app"]), Starlette), "the dashboard mounted beside the thread API"
     assert (ROOT / ".env.example").is_file()
 
 

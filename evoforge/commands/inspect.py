@@ -53,7 +53,7 @@ def _node(nodes: NodeStore, node_id: str) -> NodeRecord:
     return node
 
 
-def _cognition(config: RunConfig, nodes: NodeStore) -> CognitionStore | None:
+def cognition_reader(config: RunConfig, nodes: NodeStore) -> CognitionStore | None:
     """The cognition base, only read by id (which embeds nothing, so no model is loaded); None when the
     configured embedder cannot even be built (e.g. an endpoint without its key), and items go unnamed."""
     from evoforge.cognition.store import CognitionStore
@@ -85,7 +85,7 @@ def report(
 
     config, nodes = _open()
     try:
-        data = collect_run(nodes, run_id, cognition=_cognition(config, nodes))
+        data = collect_run(nodes, run_id, cognition=cognition_reader(config, nodes))
     except KeyError:
         _fail(f"no run {run_id!r}")
         raise
@@ -127,7 +127,7 @@ def show(
                          f"{stage.get('peak_memory_mb', 0):.0f} MB"))
     if node.cognition_ids:
         out.rule("cognition used", align="left")
-        cognition = _cognition(config, nodes)
+        cognition = cognition_reader(config, nodes)
         items = {item.id: item for item in cognition.get(node.cognition_ids)} if cognition else {}
         for item_id in node.cognition_ids:
             item = items.get(item_id)
@@ -138,19 +138,33 @@ def show(
         _print_calls(out, config.node_dir(node.run_id, node.id))
 
 
-def _print_calls(out: Console, node_dir: Path) -> None:
-    """The node's model-call transcript (agents/base.py writes it), oldest call first."""
+def read_calls(node_dir: Path) -> list[dict[str, Any]] | None:
+    """The node's model-call transcript (agents/base.py writes it), oldest call first; None when it has none.
+    A line cut short by a kill mid-write comes back as `{"unreadable": reason}`, so the rest is still shown."""
     from evoforge.agents.base import TRANSCRIPT
 
     path = node_dir / TRANSCRIPT
     if not path.is_file():
-        out.print(escape(f"no model calls recorded at {path}"))
-        return
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        return None
+    calls: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            call = json.loads(line)
-        except json.JSONDecodeError as exc:  # a line cut short by a kill mid-write: say so, show the rest
-            out.print(escape(f"call {number}: unreadable line ({exc})"))
+            calls.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            calls.append({"unreadable": str(exc)})
+    return calls
+
+
+def _print_calls(out: Console, node_dir: Path) -> None:
+    from evoforge.agents.base import TRANSCRIPT
+
+    calls = read_calls(node_dir)
+    if calls is None:
+        out.print(escape(f"no model calls recorded at {node_dir / TRANSCRIPT}"))
+        return
+    for number, call in enumerate(calls, 1):
+        if "unreadable" in call:
+            out.print(escape(f"call {number}: unreadable line ({call['unreadable']})"))
             continue
         out.rule(escape(f"call {number}: {call['role']}, attempt {call['attempt']}, seed {call['seed']}, {call['at']}"),
                  align="left")
