@@ -143,8 +143,8 @@ def test_live_view_follows_a_run_and_buttons_answer_its_approvals(
         if os.environ.get("EVOFORGE_DASHBOARD_SCREENSHOT"):
             live.screenshot(path=os.environ["EVOFORGE_DASHBOARD_SCREENSHOT"], full_page=True)
 
-        approvals.wait_for_selector("article.approval[data-node='live-r2-l0']", timeout=WAIT_MS)
-        second = approvals.locator("article.approval[data-node='live-r2-l0']")
+        second = approvals.locator("article.approval", has_text="far_corner_gap")
+        second.wait_for(timeout=WAIT_MS)
         second.locator("input[name='reason']").fill("not worth the full stage")
         second.locator("button.reject").click()
         live.wait_for_function("document.getElementById('run-status').textContent === 'finished'",

@@ -49,7 +49,7 @@ def _number(value: Any) -> str:
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("evoforge.dashboard", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(number=_number, pretty=lambda value: json.dumps(value, indent=1, sort_keys=True, default=str))
+    env.filters.update(number=_number, setting_text=json.dumps, pretty=lambda value: json.dumps(value, indent=1, sort_keys=True, default=str))
     env.globals.update(root=ROOT, poll_ms=POLL_MS)
     return env
 

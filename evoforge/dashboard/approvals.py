@@ -8,6 +8,7 @@ went so the pages can say so.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -49,18 +50,20 @@ class Answer:
 
 
 def decision_from_form(action: str, reason: str, settings: dict[str, str], current: dict[str, Any]) -> dict[str, Any]:
-    """The decision a submitted form means. Each setting's text is read as YAML, as `evoforge approve --set` reads
-    it; only settings whose value differs from the stage's make an edit."""
+    """The decision a submitted form means. The form shows each setting as JSON; a setting whose text was changed
+    is read as YAML, as `evoforge approve --set` reads it, and only those make an edit (reading an unchanged text
+    back could change its type: YAML reads JSON's 1e-06 as a string)."""
     if action not in ACTIONS:
         raise ValueError(f"action: expected one of {ACTIONS}, got {action!r}")
     changed: dict[str, Any] = {}
     for key, text in settings.items():
+        if key in current and text.strip() == json.dumps(current[key]):
+            continue
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"setting {key}: not a YAML value: {text!r} ({exc})") from exc
-        if key not in current or value != current[key]:
-            changed[key] = value
+        changed[key] = value
     if action == "edit" and not changed:
         raise ValueError("edit: change at least one setting (or approve as it is)")
     return {"action": action, "settings": changed if action == "edit" else {}, "reason": reason.strip()}
