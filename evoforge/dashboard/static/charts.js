@@ -43,7 +43,10 @@ function drawScores(svg, live, root) {
   const points = live.points;
   const scored = points.filter(p => p.score !== null);
   const rounds = points.map(p => p.round);
-  const maxRound = Math.max(1, ...rounds, live.run.rounds || 0);
+  // the axis runs to the planned last round while that is near (the chart fills in as the run goes on), else to
+  // the last round seen: a run started with --rounds 100000 and a time budget would squash every point at 0
+  const seen = Math.max(1, ...rounds), planned = live.run.rounds || 0;
+  const maxRound = planned && planned <= 2 * seen + 10 ? Math.max(seen, planned) : seen;
   let low = Math.min(...scored.map(p => p.score)), high = Math.max(...scored.map(p => p.score));
   if (!scored.length) { low = 0; high = 1; }
   if (low === high) { low -= 0.5; high += 0.5; }
@@ -88,7 +91,7 @@ function drawScores(svg, live, root) {
 function drawLineage(svg, live, root) {
   clear(svg);
   const points = live.points.slice().sort((a, b) => a.round - b.round || a.lane - b.lane);
-  const W = 900, left = 30, right = 30, rowHeight = 22;
+  const W = 900, left = 30, right = 170, rowHeight = 22;  // right: room for the last round's names
   const byId = new Map(), rows = new Map();
   let next = 0;
   // depth-first order from the roots, so a subtree's nodes sit together

@@ -9,7 +9,10 @@
 
   function text(id, value) { document.getElementById(id).textContent = value; }
 
-  function number(value) { return value === null || value === undefined ? "–" : String(value); }
+  function number(value) {
+    if (value === null || value === undefined) return "–";
+    return typeof value === "number" && Number.isFinite(value) ? String(Number(value.toPrecision(6))) : String(value);
+  }
 
   function fillTable(id, rows) {
     const body = document.querySelector("#" + id + " tbody");
