@@ -185,6 +185,12 @@ def test_thread_api_run_with_human_approval(dev_server: str, database: Database,
     assert "circle_packing" in status.stdout and "pending approval" in status.stdout
     assert "'square_grid'" in status.stdout and f"evoforge approve {thread_id}" in status.stdout
 
+    # the same server serves the dashboard (langgraph.json's http.app) over the same database
+    live = httpx.get(f"{dev_server}/dashboard/api/runs/{thread_id}", timeout=60, trust_env=False)
+    assert live.status_code == 200, live.text[:500]
+    assert live.json()["run"]["status"] == "waiting for approval"
+    assert [request["candidate"] for request in live.json()["approvals"]] == ["square_grid"]
+
     # approve round 1 (the resume carries no context: the run's recorded settings apply)
     steps, interrupts = stream_until_pause(client, thread_id, command={"resume": {"action": "approve"}})
     assert [node for node, _ in steps][:4] == ["run_evaluation", "analyze_result", "record_node", "sample_context"]
