@@ -70,28 +70,18 @@ def _browser() -> Any:
 @pytest.fixture
 def dashboard(database: Database, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`evoforge ui` on a free loopback port over the test's database; its URL and the environment."""
-    from test_studio import free_loopback_port
+    from test_studio import free_loopback_port, wait_until_serving
 
     env = {**os.environ, "EVOFORGE_DATABASE_URL": database.url, "EVOFORGE_STATE_DIR": str(tmp_path / "state"),
            "EVOFORGE_DASHBOARD_TOKEN": TOKEN, "COLUMNS": "200"}
     port = free_loopback_port()
-    log = (tmp_path / "ui.log").open("wb")
+    log_path = tmp_path / "ui.log"
+    log = log_path.open("wb")
     server = subprocess.Popen([str(EVOFORGE), "ui", "--port", str(port)], env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"evoforge ui exited: {(tmp_path / 'ui.log').read_text()}", pytrace=False)
-            try:
-                if httpx.get(f"{url}/dashboard/api/runs", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"evoforge ui did not answer: {(tmp_path / 'ui.log').read_text()}", pytrace=False)
-            time.sleep(0.5)
+        wait_until_serving(server, f"{url}/dashboard/api/runs", log_path, "evoforge ui", request_timeout_s=5)
         yield url, env
     finally:
         server.terminate()

@@ -43,6 +43,24 @@ def _log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
 
 
+def wait_until_serving(server: subprocess.Popen[Any], probe_url: str, log: Path, name: str,
+                       timeout_s: float = 120, request_timeout_s: float = 2) -> None:
+    """Wait until `probe_url` answers 200; fail with `server`'s log when it exits or `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"{name} exited with {server.returncode}:\n{_log_tail(log)}", pytrace=False)
+        try:
+            if httpx.get(probe_url, timeout=request_timeout_s).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} did not answer on {probe_url} within {timeout_s:.0f} s:\n{_log_tail(log)}",
+                        pytrace=False)
+        time.sleep(0.5)
+
+
 @contextmanager
 def langgraph_dev(tmp_path: Path, env: dict[str, str], stop: signal.Signals = signal.SIGTERM) -> Iterator[str]:
     """`langgraph dev` on a free loopback port with `env`; its URL. Stopped with `stop` at the end.
@@ -66,18 +84,7 @@ def langgraph_dev(tmp_path: Path, env: dict[str, str], stop: signal.Signals = si
             cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"langgraph dev exited with {server.returncode}:\n{_log_tail(log)}", pytrace=False)
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev did not answer on {url} within 120 s:\n{_log_tail(log)}", pytrace=False)
-            time.sleep(0.5)
+        wait_until_serving(server, f"{url}/ok", log, "langgraph dev")
         yield url
     finally:
         os.killpg(server.pid, stop)

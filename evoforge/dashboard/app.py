@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from evoforge.dashboard import access
 from evoforge.dashboard.approvals import AnswerInProgress, ApprovalDesk, StaleApproval, decision_from_form
 from evoforge.dashboard.queries import DashboardData
 from evoforge.graph.runner import RunNotFound
+from evoforge.report.writer import number_text, pretty_json
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,10 @@ POLL_MS = 2000
 """How often an open page asks for fresh data; the queries are a few indexed reads per run."""
 
 
-def _number(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value)
-
-
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("evoforge.dashboard", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(number=_number, setting_text=json.dumps, pretty=lambda value: json.dumps(value, indent=1, sort_keys=True, default=str))
+    env.filters.update(number=number_text, setting_text=json.dumps, pretty=pretty_json)
     env.globals.update(root=ROOT, poll_ms=POLL_MS)
     return env
 

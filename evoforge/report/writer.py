@@ -15,7 +15,8 @@ from evoforge.report.plots import PLOTTERS
 TOP_NODES = 5
 
 
-def _number(value: Any) -> str:
+def number_text(value: Any) -> str:
+    """A figure as pages show it: 6 significant digits for a float, a dash for none."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -23,7 +24,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _pretty(value: Any) -> str:
+def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True, default=str)
 
 
@@ -36,7 +37,7 @@ def _diff_class(line: str) -> str:
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("evoforge.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(number=_number, pretty=_pretty, diff_class=_diff_class)
+    env.filters.update(number=number_text, pretty=pretty_json, diff_class=_diff_class)
     return env
 
 
