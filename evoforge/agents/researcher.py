@@ -118,7 +118,6 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     usage = state.usage
     errors: list[str] = []
     turned_back: list[str] = []
-    messages: list[Any] = []
     # `max_parse_retries` bounds the round, not each visit: a static or novelty retry that follows unusable
     # replies gets one try, not a fresh allowance (a round of the 2026-12-03 benchmark made 7 Researcher calls)
     tries = max(1, res.config.bounds.max_parse_retries + 1 - state.parse_failures)
