@@ -24,10 +24,24 @@ _REDUCED = {name for name, hint in get_type_hints(State, include_extras=True).it
             if extend_or_reset in getattr(hint, "__metadata__", ())}
 
 
+class StandInNodes:
+    """The NodeStore queries of the Novelty-Checker and the Debugger: by default no node matches."""
+
+    def __init__(self, same_code: Any = None, nearest: tuple[tuple[Any, float], ...] = ()) -> None:
+        self.same_code, self.nearest = same_code, nearest
+
+    def find_by_code_hash(self, run_id: str, code_hash: str) -> Any:
+        return self.same_code
+
+    def nearest_nodes(self, run_id: str, embedding: list[float], k: int) -> list[tuple[Any, float]]:
+        return list(self.nearest)[:k]
+
+
+
 def use_stand_ins(monkeypatch: pytest.MonkeyPatch, module: ModuleType, config: RunConfig, **handles: Any) -> Any:
     """Make `module`'s node find a Resources-like object holding `config`, the circle_packing task and
     `handles`; its prompt renders to one placeholder message (the templates are tested in test_prompts.py)."""
-    res = SimpleNamespace(config=config, task=TASK, **handles)
+    res = SimpleNamespace(config=config, task=TASK, **{"nodes": StandInNodes(), **handles})
     monkeypatch.setattr(module, "resources_for", lambda run_id, runtime: res)
     for renderer in ("render", "render_follow_up"):
         if hasattr(module, renderer):

@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
-from node_stand_ins import SEED, TASK, ScriptedAsk, advance, candidate, round_state, runtime, use_stand_ins
+from node_stand_ins import (
+    SEED,
+    TASK,
+    ScriptedAsk,
+    StandInNodes,
+    advance,
+    candidate,
+    round_state,
+    runtime,
+    use_stand_ins,
+)
 
 from evoforge.agents import debugger, engineer, novelty_checker, recorder, researcher, static_checker
 from evoforge.config import RunConfig
@@ -76,19 +86,6 @@ def test_a_clean_candidate_goes_on_to_the_novelty_check(monkeypatch: pytest.Monk
 
 
 # --- Novelty-Checker: a duplicate goes back to the Researcher until `max_novelty_retries` ---
-
-class StandInNodes:
-    """The two NodeStore queries the Novelty-Checker makes."""
-
-    def __init__(self, same_code: Any = None, nearest: tuple[tuple[Any, float], ...] = ()) -> None:
-        self.same_code, self.nearest = same_code, nearest
-
-    def find_by_code_hash(self, run_id: str, code_hash: str) -> Any:
-        return self.same_code
-
-    def nearest_nodes(self, run_id: str, embedding: list[float], k: int) -> list[tuple[Any, float]]:
-        return list(self.nearest)[:k]
-
 
 class StandInEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
@@ -253,6 +250,35 @@ def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest
     assert prompts.variables[1]["feedback"][0].startswith("reply 1 could not be used: the edit leaves the program")
 
 
+RENAMED = ("NAME: tighter ring\nMOTIVATION: a tighter ring.\n<<<<<<< SEARCH\ndef construct_packing():\n=======\n"
+           "def construct_packing_tighter():\n>>>>>>> REPLACE\n<<<<<<< SEARCH\nRING_RADIUS = 0.3065\n=======\n"
+           "RING_RADIUS = 0.29\n>>>>>>> REPLACE\n")
+
+
+def test_a_function_the_edit_renamed_is_named_back_in_the_same_call(monkeypatch: pytest.MonkeyPatch,
+                                                                     config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    model = ScriptedAsk(RENAMED)
+    monkeypatch.setattr(researcher, "ask", model)
+    state = round_state()
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None and len(model.calls) == 1
+    assert after.candidate["repairs"] == ["renamed construct_packing_tighter back to construct_packing, which the "
+                                          "program calls"]
+    assert "def construct_packing():" in after.candidate["code"] and "RING_RADIUS = 0.29" in after.candidate["code"]
+
+
+def test_a_renamed_copy_of_the_parent_is_an_echo(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    prompts = RecordedPrompts(monkeypatch)
+    renamed_only = RENAMED.split("<<<<<<< SEARCH\nRING_RADIUS")[0]
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(renamed_only, USABLE))
+    state = round_state(cognition=[_idea("penalty"), _idea("grid")])
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert prompts.variables[1]["feedback"][0].startswith("reply 1 could not be used: the edit leaves the program")
+    assert after.candidate is not None and after.candidate["name"] == "wider_ring"
+
+
 def test_a_usable_reply_on_the_last_allowed_try_goes_on(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     model = ScriptedAsk(*["no code"] * BOUNDS.max_parse_retries, USABLE)
@@ -375,6 +401,23 @@ def test_a_usable_patch_restarts_the_cascade(monkeypatch: pytest.MonkeyPatch, co
     assert (after.status, after.next_stage, after.debug_attempts) == ("", 0, BOUNDS.max_debug_attempts)
     assert "RING_RADIUS = 0.30" in after.candidate["code"] and "+RING_RADIUS = 0.30" in after.candidate["diff"]
     assert routing.route_after_debug_candidate(after) == "run_evaluation"
+
+
+def test_a_patch_that_gives_an_evaluated_program_again_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, config: RunConfig
+) -> None:
+    # measured 2026-12-03: a patch undid the candidate's change and the seed's program was evaluated a second time
+    use_stand_ins(monkeypatch, debugger, config, nodes=StandInNodes(same_code=SimpleNamespace(id="run-r0000-l0",
+                                                                                               name="seed")))
+    fix = "FIX: back to the seed\n<<<<<<< SEARCH\nRING_RADIUS = 0.31\n=======\nRING_RADIUS = 0.3065\n>>>>>>> REPLACE\n"
+    monkeypatch.setattr(debugger, "ask", ScriptedAsk(fix))
+    state = round_state(candidate=candidate(), stage_results=[CRASH], status="needs_fix", next_stage=1)
+    after = advance(state, debugger.debug_candidate(state, runtime(config)))
+    assert after.candidate == state.candidate and after.status == "needs_fix"
+    assert after.feedback == ["debugger: attempt 1: the patch could not be used: it makes the program the same as "
+                              "node 'seed', which was evaluated already (it undoes the candidate's change): fix the "
+                              "error and keep the change"]
+    assert routing.route_after_debug_candidate(after) == "debug_candidate"
 
 
 # --- the run's stop criteria: `rounds` (shared out over the lanes), target, token budget, patience ---

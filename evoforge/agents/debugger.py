@@ -1,5 +1,10 @@
 """The Debugger: reads a failure (a traceback, or the evaluator's reason for an invalid result) and patches the
-candidate; bounded attempts."""
+candidate; bounded attempts.
+
+A patch that turns the candidate into a program node memory already holds is not used. Measured
+(benchmarks/search.py, circle_packing, Qwen2.5-Coder-1.5B, 2026-12-03): of the two patches in seven runs that
+gave a valid program, both had undone the candidate's change and scored the seed's 0.9606, and one of them was
+the seed's program to the byte, evaluated a second time."""
 
 from __future__ import annotations
 
@@ -12,13 +17,16 @@ from langgraph.runtime import Runtime
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.code_view import edit_and_view, short_paths
 from evoforge.agents.editing import EditError, apply_edit, keep_fixed_region, parse_edit, unified_diff
+from evoforge.agents.prior_code import prior_code_blocks
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import debugger_grammar
 from evoforge.agents.static_checker import code_problems
+from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.graph.resources import resources_for
 from evoforge.graph.state import State
 from evoforge.llm.usage import LLMCallError
+from evoforge.memory.nodes import code_hash
 
 log = logging.getLogger(__name__)
 _FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
@@ -51,9 +59,14 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
             code, _ = apply_edit(candidate_code, parse_edit(reply))
             if res.task.evolve_block:
                 code, _ = keep_fixed_region(state.parent["code"], code)
+            code, _ = bind_unbound_names(candidate_code, code, [state.parent["code"], *prior_code_blocks(state.cognition)],
+                                         res.task.entry_points)
             problems = code_problems(res.task, code)
             if problems:
                 raise EditError("; ".join(problems))
+            if (same := res.nodes.find_by_code_hash(state.run_id, code_hash(code))) is not None:
+                raise EditError(f"it makes the program the same as node '{same.name}', which was evaluated already "
+                                "(it undoes the candidate's change): fix the error and keep the change")
         except EditError as exc:
             problem = f"the patch could not be used: {exc}"
         else:

@@ -179,12 +179,17 @@ def apply_edit(parent_code: str, edit: Edit) -> tuple[str, str]:
             child, mode = edit.rewrite, "rewrite"
         else:
             child, mode = merged[0], "rewrite" if merged[1] else "definitions"
-    if not changes_program(parent_code, child):
+    require_change(parent_code, child)
+    return child, mode
+
+
+def require_change(parent_code: str, child_code: str) -> None:
+    """Raise UnchangedEdit when `child_code` is the parent again (`changes_program`)."""
+    if not changes_program(parent_code, child_code):
         raise UnchangedEdit(
             "the edit leaves the program as it was, but for imports (each REPLACE repeats its SEARCH lines, or the "
             "code block repeats the parent's code): write the new code the idea needs"
         )
-    return child, mode
 
 
 def changes_program(parent_code: str, child_code: str) -> bool:

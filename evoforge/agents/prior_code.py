@@ -30,14 +30,18 @@ def _complete_definitions(block: str) -> bool:
     return bool(body) and all(isinstance(node, _WHOLE_STATEMENTS) for node in body)
 
 
+def prior_code_blocks(cognition: list[dict[str, Any]]) -> list[str]:
+    """The fenced code blocks of the retrieved human priors in `cognition`, in retrieval order."""
+    return [block for item in cognition if item.get("kind") == "prior"
+            for block in _FENCED.findall(str(item.get("content", "")))]
+
+
 def prior_code_candidate(parent_code: str, item: dict[str, Any]) -> str | None:
     """The parent with the complete definitions of the retrieved human prior `item` merged in by name
     (`merge_definitions`), or None when `item` is not a prior, gives no such code, or its code changes
     nothing (the parent has it already)."""
-    if item.get("kind") != "prior":
-        return None
     child = parent_code
-    for block in _FENCED.findall(str(item.get("content", ""))):
+    for block in prior_code_blocks([item]):
         if not _complete_definitions(block):
             continue
         merged = merge_definitions(child, block)

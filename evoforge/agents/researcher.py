@@ -12,10 +12,19 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
 from evoforge.agents.code_view import edit_and_view
-from evoforge.agents.editing import Edit, EditError, UnchangedEdit, apply_edit, parse_edit, unified_diff
-from evoforge.agents.prior_code import prior_code_candidate
+from evoforge.agents.editing import (
+    Edit,
+    EditError,
+    UnchangedEdit,
+    apply_edit,
+    parse_edit,
+    require_change,
+    unified_diff,
+)
+from evoforge.agents.prior_code import prior_code_blocks, prior_code_candidate
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import researcher_grammar
+from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.graph.resources import resources_for
 from evoforge.graph.state import State
@@ -59,13 +68,14 @@ def parse_proposal(reply: str) -> Proposal:
 
 
 def _candidate(name: str, motivation: str, original_code: str, code: str, mode: str, messages: list[Any],
-               reply: str) -> dict[str, Any]:
+               reply: str, repairs: list[str] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "motivation": motivation,
         "code": code,
         "diff": unified_diff(original_code, code),
         "edit_mode": mode,
+        "repairs": repairs or [],
         # the Analyzer continues this conversation, so a server's prompt cache serves its whole prefix
         "conversation": message_records([*messages, AIMessage(reply)]),
     }
@@ -143,6 +153,9 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
         try:
             proposal = parse_proposal(reply)
             code, mode = apply_edit(parent_code, proposal.edit)
+            code, repairs = bind_unbound_names(parent_code, code, prior_code_blocks(cognition),
+                                               res.task.entry_points)
+            require_change(parent_code, code)  # a renamed copy of the parent's function, named back, is the parent
         except EditError as exc:
             unchanged = isinstance(exc, UnchangedEdit)
             prior = _prior_code_fallback(res.config, cognition, parent_code) if unchanged else None
@@ -164,8 +177,10 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
                 cognition = rotated
             turned_back.append(note)
             continue
+        if repairs:
+            log.info("round %s: the edit left names unbound: %s", state.round, "; ".join(repairs))
         candidate = _candidate(proposal.name or f"candidate_r{state.round}", proposal.motivation, original_code, code,
-                               mode, messages, reply)
+                               mode, messages, reply, repairs)
         return {"candidate": candidate, "usage": usage, "cognition": cognition,
                 "parse_failures": state.parse_failures + len(errors)}
     return {
