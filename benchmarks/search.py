@@ -42,10 +42,10 @@ from benchmarks.peers import PeerMissing, openevolve_peer, shinka_peer  # noqa: 
 from benchmarks.peers.budget import run_under_budget  # noqa: E402
 from benchmarks.peers.proxy import CountingProxy  # noqa: E402
 from evoforge.config import load_config  # noqa: E402  (the repository root goes on sys.path first)
-from evoforge.graph.resources import open_store  # noqa: E402
 from evoforge.llm.cpu_build import STAMP_NAME  # noqa: E402
 from evoforge.llm.local import LocalModelServer, ensure_model_file  # noqa: E402
 from evoforge.llm.models import models_dir  # noqa: E402
+from evoforge.runtime.services import open_store  # noqa: E402
 from evoforge.tasks.spec import load_task  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

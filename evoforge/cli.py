@@ -41,7 +41,7 @@ def _config(config_file: Path | None, **overrides: Any) -> RunConfig:
 
 
 def _summary(outcome: Any, config: RunConfig) -> None:
-    from evoforge.graph.resources import open_store
+    from evoforge.runtime.services import open_store
     from evoforge.ui.progress import print_outcome
 
     _, nodes = open_store(config)
@@ -122,8 +122,8 @@ def approve(
 @app.command()
 def status(run_id: Annotated[str | None, typer.Argument()] = None) -> None:
     """List runs, or show one run's progress and pending approvals."""
-    from evoforge.graph.resources import open_store
     from evoforge.graph.runner import run_status
+    from evoforge.runtime.services import open_store
     from evoforge.ui.progress import print_run_status
 
     database, nodes = open_store(_config(None))
@@ -145,7 +145,7 @@ def status(run_id: Annotated[str | None, typer.Argument()] = None) -> None:
 @app.command()
 def best(run_id: str, out: Annotated[Path | None, typer.Option("--out", "-o")] = None) -> None:
     """Print (or write to --out) the best program of a run."""
-    from evoforge.graph.resources import open_store
+    from evoforge.runtime.services import open_store
     from evoforge.tasks.spec import load_task
 
     _, nodes = open_store(_config(None))

@@ -20,9 +20,9 @@ import pytest
 from psycopg import sql
 
 from evoforge.cognition.embeddings import LocalEmbedder
-from evoforge.graph import resources
 from evoforge.memory.database import Database
 from evoforge.memory.embedded import EmbeddedPostgres
+from evoforge.runtime import services
 
 TEMPLATE_DATABASE = "evoforge_test_template"
 
@@ -128,4 +128,4 @@ def fresh_resources() -> Iterator[None]:
     """Every test that runs the graph starts without the process-wide handles (databases, cached models)
     an earlier test built."""
     yield
-    resources.clear_resources()
+    services.clear_services()

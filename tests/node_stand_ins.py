@@ -1,4 +1,4 @@
-"""Stand-ins for what a node looks up (`resources_for`, its model, its prompt), so the node's own logic runs
+"""Stand-ins for what a node looks up (`services_for`, its model, its prompt), so the node's own logic runs
 without Postgres, a sandbox or a model: each test names the handles it needs and what they answer."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from evoforge.config import RunConfig
-from evoforge.graph.state import State, extend_or_reset
 from evoforge.llm.usage import Usage
+from evoforge.runtime.state import State, extend_or_reset
 from evoforge.tasks.spec import load_task
 
 TASK = load_task("circle_packing")
@@ -39,10 +39,10 @@ class StandInNodes:
 
 
 def use_stand_ins(monkeypatch: pytest.MonkeyPatch, module: ModuleType, config: RunConfig, **handles: Any) -> Any:
-    """Make `module`'s node find a Resources-like object holding `config`, the circle_packing task and
+    """Make `module`'s node find a Services-like object holding `config`, the circle_packing task and
     `handles`; its prompt renders to one placeholder message (the templates are tested in test_prompts.py)."""
     res = SimpleNamespace(config=config, task=TASK, **{"nodes": StandInNodes(), **handles})
-    monkeypatch.setattr(module, "resources_for", lambda run_id, runtime: res)
+    monkeypatch.setattr(module, "services_for", lambda run_id, runtime: res)
     for renderer in ("render", "render_follow_up"):
         if hasattr(module, renderer):
             monkeypatch.setattr(module, renderer, lambda *args, **variables: [HumanMessage("the prompt")])

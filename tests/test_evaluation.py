@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import resume_run, start_run
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 from evoforge.sandbox.local import LocalSandbox
 from evoforge.tasks.spec import TaskError, TaskSpec, load_task
 from evoforge.tools.engineer_tools import read_log_tail, read_metrics
@@ -256,14 +256,14 @@ def test_an_evaluator_failing_on_the_seed_stops_the_run(task, database: Database
                                         r"`evoforge evaluate .*tiny_task .*initial_program.py --stage quick`, then "
                                         r"continue with `evoforge resume broken`"):
         start_run(config, "broken")
-    nodes = resources.get_resources(config).nodes
+    nodes = services.get_services(config).nodes
     assert nodes.count_nodes("broken") == 0
-    assert resources.get_resources(config).chat_model("researcher").received == [], "no candidate was asked for"
+    assert services.get_services(config).chat_model("researcher").received == [], "no candidate was asked for"
 
     (root / "task.yaml").write_text(TASK_YAML)
-    resources.clear_resources()  # the task as loaded before the fix
+    services.clear_services()  # the task as loaded before the fix
     outcome = resume_run("broken", base=config)
     assert outcome.state["stop_reason"] == "1 round done"
-    recorded = resources.get_resources(config).nodes.list_nodes("broken")
+    recorded = services.get_services(config).nodes.list_nodes("broken")
     assert [(node.round, node.status, node.score) for node in recorded] == [(0, "evaluated", 1.0),
                                                                               (1, "evaluated", 2.0)]

@@ -11,10 +11,10 @@ import pytest
 
 from evoforge.agents.base import TRANSCRIPT
 from evoforge.config import ConfigError, RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import NodeStore
+from evoforge.runtime import services
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy"
@@ -61,7 +61,7 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     assert steps == ["prepare_run", *ROUND_1, *ROUND_2, *ROUND_3, *ROUND_4]
     assert outcome.state["stop_reason"] == "4 rounds done"
 
-    store = resources.get_resources(config).nodes
+    store = services.get_services(config).nodes
     nodes = {node.round: node for node in store.list_nodes("branches")}
     assert sorted(nodes) == [0, 1, 2, 3, 4]
     assert [nodes[r].status for r in range(5)] == [
@@ -82,11 +82,11 @@ def test_every_branch(database: Database, tmp_path: Path) -> None:
     assert outcome.state["best_node_id"] in (grid.id, debugged.id)
 
     # the Analyzer's insight went into cognition, marked as learned, and a later Researcher saw it
-    lessons = [item for item in resources.get_resources(config).cognition.list("circle_packing")
+    lessons = [item for item in services.get_services(config).cognition.list("circle_packing")
                if item.kind == "insight"]
     assert len(lessons) == 1 and lessons[0].node_id == grid.id
     assert any(lessons[0].id in (node.cognition_ids or []) for node in (debugged, tiny, broken))
-    researcher = resources.get_resources(config).chat_model("researcher")
+    researcher = services.get_services(config).chat_model("researcher")
     round_two_prompt = researcher.received[4][-1].content  # 5th call: the first of round 2
     assert f"- Lesson learned: {lessons[0].content[:100]}" in round_two_prompt  # beside the focus, a prior
 
@@ -119,7 +119,7 @@ def test_exhausted_bounds_are_recorded_as_failed_nodes(database: Database, tmp_p
         "sample_context", "propose_candidate", "check_candidate", "check_novelty", "run_evaluation",
         "debug_candidate", "analyze_result", "record_node",
     ]
-    nodes = {n.round: n for n in resources.get_resources(config).nodes.list_nodes("bounds")}
+    nodes = {n.round: n for n in services.get_services(config).nodes.list_nodes("bounds")}
     assert [nodes[r].status for r in (1, 2, 3)] == ["parse_failed", "duplicate", "runtime_failed"]
     assert "no code found" in (nodes[1].error or "")
     assert "does not match" in (nodes[3].feedback or "")
@@ -139,7 +139,7 @@ def test_an_invalid_result_goes_to_the_debugger_with_the_evaluators_reason(datab
     _, steps = run_recording_steps(config, "invalid")
     evaluated = ["prepare_run", "sample_context", "propose_candidate", "check_candidate", "check_novelty",
                  "run_evaluation"]
-    node = next(n for n in resources.get_resources(config).nodes.list_nodes("invalid") if n.round == 1)
+    node = next(n for n in services.get_services(config).nodes.list_nodes("invalid") if n.round == 1)
     transcript = tmp_path / "state" / "runs" / "invalid" / "nodes" / node.id / TRANSCRIPT
     calls = [json.loads(line) for line in transcript.read_text().splitlines()]
     assert node.stage_results[0]["status"] == "invalid"
@@ -161,7 +161,7 @@ def test_a_finished_run_goes_further_when_rounds_are_raised(database: Database, 
 
     config = scripted_config(database, tmp_path, "every_branch.yaml", rounds=1)
     start_run(config, "extend")
-    store = resources.get_resources(config).nodes
+    store = services.get_services(config).nodes
     assert store.count_nodes("extend") == 2
     outcome = resume_run("extend", base=config, rounds=2)
     assert outcome.state["round"] == 2 and store.count_nodes("extend") == 3
@@ -174,7 +174,7 @@ def test_runs_of_one_process_each_read_the_script_from_its_start(database: Datab
                        database_url=database.url, state_dir=tmp_path / "state", sampling={"policy": "greedy"})
     start_run(config, "first")
     start_run(config, "second")
-    store = resources.get_resources(config).nodes
+    store = services.get_services(config).nodes
     for run_id in ("first", "second"):
         assert [node.name for node in store.list_nodes(run_id)] == ["seed", "v2", "v3"], run_id
 
@@ -201,7 +201,7 @@ def test_without_llm_analysis_the_node_gets_a_factual_report_and_no_model_call(d
     config = scripted_config(database, tmp_path, "every_branch.yaml", rounds=1, llm_analysis=False)
     outcome, steps = run_recording_steps(config, "no-analyzer")
     assert steps == ["prepare_run", *ROUND_1]
-    grid = next(n for n in resources.get_resources(config).nodes.list_nodes("no-analyzer") if n.round == 1)
+    grid = next(n for n in services.get_services(config).nodes.list_nodes("no-analyzer") if n.round == 1)
     assert grid.valid and grid.analysis.startswith("RESULT: evaluated") and "stage full: ok" in grid.analysis
     transcript = tmp_path / "state" / "runs" / "no-analyzer" / "nodes" / grid.id / TRANSCRIPT
     assert [json.loads(line)["role"] for line in transcript.read_text().splitlines()] == ["researcher"] * 3
@@ -222,7 +222,7 @@ def test_each_round_focuses_on_the_retrieved_idea_used_least(database: Database,
                        sampling={"policy": "greedy"},
                        cognition={"top_k": top_k, "focus_pool": 3, "min_similarity": -1, "focus": focus})
     start_run(config, "focus")
-    nodes = [node for node in resources.get_resources(config).nodes.list_nodes("focus") if node.round > 0]
+    nodes = [node for node in services.get_services(config).nodes.list_nodes("focus") if node.round > 0]
     # with top_k 1 the prompt holds the focus alone, and the focus still goes round the pool of 3
     assert len(nodes) == 3 and all(len(node.cognition_ids) == top_k for node in nodes)
     firsts = [node.cognition_ids[0] for node in nodes]
@@ -254,7 +254,7 @@ def test_an_echoed_parent_gives_way_to_the_focused_priors_code(database: Databas
                        bounds={"max_parse_retries": 1},
                        cognition={"top_k": 1, "min_similarity": -1, "prior_code_fallback": fallback})
     start_run(config, "echo")
-    node = next(n for n in resources.get_resources(config).nodes.list_nodes("echo") if n.round == 1)
+    node = next(n for n in services.get_services(config).nodes.list_nodes("echo") if n.round == 1)
     calls = (tmp_path / "state" / "runs" / "echo" / "nodes" / node.id / TRANSCRIPT).read_text().splitlines()
     researcher_calls = [call for call in map(json.loads, calls) if call["role"] == "researcher"]
     if fallback:

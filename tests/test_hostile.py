@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import start_run
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 from evoforge.sandbox import Sandbox, close_sandboxes
 from evoforge.sandbox.docker import LABEL, DockerSandbox
 from evoforge.sandbox.local import LocalSandbox
@@ -202,9 +202,9 @@ def test_the_graph_records_hostile_candidates_as_failed_nodes_and_carries_on(
     config = graph_config(database, tmp_path, backend, engine, candidates)
     try:
         outcome = start_run(config, f"hostile-{backend}")
-        nodes = {node.round: node for node in resources.get_resources(config).nodes.list_nodes(f"hostile-{backend}")}
+        nodes = {node.round: node for node in services.get_services(config).nodes.list_nodes(f"hostile-{backend}")}
     finally:
-        resources.clear_resources()
+        services.clear_services()
         close_sandboxes()
     assert outcome.state["stop_reason"] == f"{len(candidates)} rounds done"
     assert nodes[0].status == "evaluated" and nodes[0].score == 1.0  # the seed

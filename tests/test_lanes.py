@@ -11,9 +11,9 @@ import yaml
 
 from evoforge.agents.base import TRANSCRIPT
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import checkpointed_graph, resume_run, start_run, thread_config
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 
 FIXTURES = Path(__file__).parent / "fixtures"
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def test_two_lanes_share_memory_and_overlap(database: Database, tmp_path: Path) 
     lanes_seen: set[int] = set()
     outcome = start_run(config, "lanes", on_update=lambda node, update: lanes_seen.add(update["lane"]))
     assert lanes_seen == {0, 1}
-    store = resources.get_resources(config).nodes
+    store = services.get_services(config).nodes
     ids = sorted(n.id for n in store.list_nodes("lanes"))
     assert ids == sorted(["lanes-r0000-l0", "lanes-r0001-l0", "lanes-r0002-l0", "lanes-r0001-l1", "lanes-r0002-l1"])
     assert {n.lane for n in store.list_nodes("lanes")} == {0, 1}

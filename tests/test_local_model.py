@@ -183,11 +183,11 @@ def test_a_run_asks_a_restarted_server_after_its_server_died(chat, model_file, t
     """The embedded server killed mid-run (the kernel's OOM killer did it once): the run's next call gets a new
     server, instead of every remaining round failing at once against the dead port."""
     from evoforge.config import RunConfig
-    from evoforge.graph.resources import Resources
+    from evoforge.runtime.services import Services
 
     run_config = RunConfig(llm=CONFIG, state_dir=tmp_path)
     # chat_model reads only the configuration: the rest of a run's services play no part here
-    services = Resources.__new__(Resources)
+    services = Services.__new__(Services)
     services.config = run_config
     before = services.chat_model("researcher")
     server = get_local_server(model_file, n_ctx=CONFIG.context_tokens, log_dir=tmp_path, n_threads=CONFIG.threads)

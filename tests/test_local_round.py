@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import start_run
 from evoforge.llm.llama_server import stop_all_servers
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.local_llm, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def test_one_real_round_on_circle_packing(database: Database, tmp_path: Path) ->
     steps: list[str] = []
     outcome = start_run(config, "local-llm", on_update=lambda node, update: steps.append(node))
     assert outcome.state["stop_reason"] == "1 round done"
-    nodes = resources.get_resources(config).nodes.list_nodes("local-llm")
+    nodes = services.get_services(config).nodes.list_nodes("local-llm")
     assert [n.round for n in nodes] == [0, 1]
     node = nodes[1]
     print(f"local model round: {node.name!r} {node.status} score={node.score} error={node.error}")

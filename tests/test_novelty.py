@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from evoforge.cli import app
 from evoforge.cognition.provenance import node_provenance
-from evoforge.graph import resources
 from evoforge.graph.runner import start_run
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 
 pytestmark = pytest.mark.integration
 RUN = "novelty"
@@ -74,7 +74,7 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
         "run_evaluation",
     ]
 
-    res = resources.get_resources(config)
+    res = services.get_services(config)
     nodes = {node.round: node for node in res.nodes.list_nodes(RUN)}
     seed, grid, corner = nodes[0], nodes[1], nodes[2]
     assert grid.name == "square_grid" and grid.valid and grid.score is not None and grid.score > 2.4
@@ -107,7 +107,7 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
     assert [item.id for item in teacher.taught] == [lesson.id]
     assert [ref.id for ref in teacher.reused_by[lesson.id]] == [corner.id]
 
-    # and so does the command line (on the run's database, which resources.clear_resources closes)
+    # and so does the command line (on the run's database, which services.clear_services closes)
     monkeypatch.setenv("EVOFORGE_DATABASE_URL", database.url)
     monkeypatch.setenv("EVOFORGE_STATE_DIR", str(tmp_path / "state"))
     result = CliRunner().invoke(app, ["cognition", "provenance", corner.id, "--json"])

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import start_run
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 from evoforge.tasks.spec import load_task
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
@@ -40,7 +40,7 @@ def scripted_run(database: Database, tmp_path: Path, task_dir: Path, script: str
     steps: list[str] = []
     outcome = start_run(config, run_id, on_update=lambda node, update: steps.append(node))
     assert outcome.state["stop_reason"] == f"{rounds} rounds done"
-    nodes = {n.round: n for n in resources.get_resources(config).nodes.list_nodes(run_id)}
+    nodes = {n.round: n for n in services.get_services(config).nodes.list_nodes(run_id)}
     return steps, nodes
 
 

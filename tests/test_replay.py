@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from evoforge.cli import app
 from evoforge.commands.studio import parse_settings
 from evoforge.config import RunConfig
-from evoforge.graph import replay, resources
+from evoforge.graph import replay
 from evoforge.graph.runner import checkpointed_graph, start_run, thread_config
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"
 TOY = Path(__file__).parent / "fixtures" / "tasks" / "toy"
@@ -45,7 +46,7 @@ def test_rerun_the_analyzer_of_a_past_round_as_a_fork(database: Database, tmp_pa
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     config = scripted_config(database, tmp_path, "approval.yaml", rounds=1)
     start_run(config, "orig")
-    store = resources.get_resources(config).nodes
+    store = services.get_services(config).nodes
     nodes_before = store.list_nodes("orig")
     with checkpointed_graph(config) as graph:
         checkpoints_before = [s.config for s in graph.get_state_history(thread_config("orig"))]
@@ -107,7 +108,7 @@ def test_a_fork_checks_novelty_against_the_memory_its_step_saw(database: Databas
                        bounds={"max_novelty_retries": 0},
                        novelty={"duplicate_similarity": 0.9999, "judge_similarity": 0.9999})
     start_run(config, "orig")
-    store = resources.get_resources(config).nodes
+    store = services.get_services(config).nodes
     seed, first = store.list_nodes("orig")
 
     def fork_proposing(code: str, fork_id: str) -> None:

@@ -187,8 +187,8 @@ def scripted_run(embedded_postgres: EmbeddedPostgres, database_template: str,
     """Runs every_branch.yaml once for this module; writes one report mid-run (after round 2) and one at the end."""
     from test_graph import scripted_config
 
-    from evoforge.graph import resources
     from evoforge.graph.runner import start_run
+    from evoforge.runtime import services
 
     tmp = tmp_path_factory.mktemp("report_run")
     name = f"test_report_{uuid.uuid4().hex[:10]}"
@@ -203,18 +203,18 @@ def scripted_run(embedded_postgres: EmbeddedPostgres, database_template: str,
     def report_mid_run(step: str, update: dict[str, Any]) -> None:
         recorded.extend([step] if step == "record_node" else [])
         if step == "record_node" and len(recorded) == 2:
-            res = resources.get_resources(config)
+            res = services.get_services(config)
             data = collect_run(res.nodes, "reported", cognition=res.cognition)
             mid_run.update(data=data, index=write_report(data, tmp / "mid_run"))
 
     try:
         start_run(config, "reported", on_update=report_mid_run)
-        res = resources.get_resources(config)
+        res = services.get_services(config)
         data = collect_run(res.nodes, "reported", cognition=res.cognition)
         yield {"data": data, "index": write_report(data, tmp / "report"), "mid_run": mid_run,
                "nodes": res.nodes.list_nodes("reported")}
     finally:
-        resources.clear_resources()
+        services.clear_services()
         database.close()
         with psycopg.connect(embedded_postgres.url(), autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

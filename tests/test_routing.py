@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from evoforge.graph import routing
-from evoforge.graph.state import State
+from evoforge.runtime.state import State
 
 
 def state(**fields: Any) -> State:

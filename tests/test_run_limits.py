@@ -9,9 +9,9 @@ import pytest
 from processes import processes_mentioning
 
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import start_run
 from evoforge.memory.database import Database
+from evoforge.runtime import services
 
 FIXTURES = Path(__file__).parent / "fixtures"
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_hanging_and_hungry_candidates_become_failed_nodes(database: Database, t
         bounds={"max_debug_attempts": 0},
     )
     outcome = start_run(config, "limits")
-    nodes = {n.round: n for n in resources.get_resources(config).nodes.list_nodes("limits")}
+    nodes = {n.round: n for n in services.get_services(config).nodes.list_nodes("limits")}
     hang, hog, fine = nodes[1], nodes[2], nodes[3]
     assert hang.status == "timeout", (hang.status, hang.error)
     assert "wall-clock limit" in (hang.error or "")

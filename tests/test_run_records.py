@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from evoforge.cli import app
 from evoforge.config import RunConfig
 from evoforge.graph.builder import build_graph
-from evoforge.graph.resources import clear_resources
 from evoforge.graph.runner import run_status, thread_config
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import NodeStore
+from evoforge.runtime.services import clear_services
 from evoforge.tasks.spec import TaskError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -140,7 +140,7 @@ def test_status_tells_a_thread_api_run_waiting_or_failed_from_a_running_one(
 
     # the task directory goes away while the run waits; the server's next step raises
     shutil.rmtree(task)
-    clear_resources()  # as a new server process would: nothing loaded before
+    clear_services()  # as a new server process would: nothing loaded before
     with pytest.raises(TaskError):
         list(graph.stream(Command(resume={"action": "approve"}), thread, context=context, stream_mode="updates",
                           durability="sync"))

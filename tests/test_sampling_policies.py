@@ -407,8 +407,8 @@ def test_policy_state_survives_a_process_restart(
 @pytest.mark.integration
 def test_a_run_records_the_policy_and_island_of_every_node(database: Database, tmp_path: Path) -> None:
     from evoforge.config import RunConfig
-    from evoforge.graph import resources
     from evoforge.graph.runner import start_run
+    from evoforge.runtime import services
 
     fixtures = Path(__file__).parent / "fixtures"
     config = RunConfig(
@@ -431,7 +431,7 @@ def test_a_run_records_the_policy_and_island_of_every_node(database: Database, t
     )
     try:
         start_run(config, "isl")
-        store = resources.get_resources(config).nodes
+        store = services.get_services(config).nodes
         nodes = {n.round: n for n in store.list_nodes("isl")}
         assert [nodes[r].status for r in range(5)] == ["evaluated"] * 5
         assert nodes[0].policy == "seed" and {nodes[r].policy for r in range(1, 5)} == {"map_elites"}
@@ -452,4 +452,4 @@ def test_a_run_records_the_policy_and_island_of_every_node(database: Database, t
             assert elite["origin_island"] == own
         assert {(e["island"], e["node_id"]) for e in elites} >= {(r % 2, nodes[r].id) for r in range(1, 5)}
     finally:
-        resources.clear_resources()
+        services.clear_services()

@@ -14,11 +14,11 @@ from langgraph.graph import END, START, StateGraph
 from evoforge.cognition.embeddings import LocalEmbedder
 from evoforge.cognition.store import CognitionStore
 from evoforge.config import RunConfig
-from evoforge.graph import resources
 from evoforge.graph.runner import start_run
 from evoforge.memory.database import Database, async_checkpointer
 from evoforge.memory.nodes import NodeRecord, NodeStore
 from evoforge.memory.storable import storable_text
+from evoforge.runtime import services
 
 pytestmark = pytest.mark.integration
 
@@ -112,11 +112,11 @@ def test_a_round_carrying_nul_bytes_is_recorded(database: Database, tmp_path: Pa
     outcome = start_run(config, "nul-round")
     assert outcome.state["stop_reason"] == "2 rounds done"
 
-    stored = {node.round: node for node in resources.get_resources(config).nodes.list_nodes("nul-round")}
+    stored = {node.round: node for node in services.get_services(config).nodes.list_nodes("nul-round")}
     loud, nul_code = stored[1], stored[2]
     assert loud.status == "evaluated" and loud.motivation == "print a\ufffdb, then score 2" and loud.score == 2.0
     assert "out\ufffdput" in loud.stage_results[0]["stdout_tail"]
     assert nul_code.status == "static_rejected" and "\ufffd" in nul_code.code
     assert "source code string cannot contain null bytes" in (nul_code.error or "")
-    lessons = [item.content for item in resources.get_resources(config).cognition.list("toy", kind="insight")]
+    lessons = [item.content for item in services.get_services(config).cognition.list("toy", kind="insight")]
     assert lessons == ["a program printing a\ufffdNUL byte still scores as usual."]

@@ -23,10 +23,10 @@ from langgraph_sdk.client import SyncLangGraphClient
 from processes import processes_mentioning
 
 from evoforge.config import RunConfig
-from evoforge.graph.resources import context_given
 from evoforge.memory.database import Database
 from evoforge.memory.embedded import CLUSTER_DIR_NAME, EmbeddedPostgres
 from evoforge.memory.nodes import NodeStore
+from evoforge.runtime.services import context_given
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "fixtures" / "scripts"

@@ -53,6 +53,14 @@ def test_a_renamed_function_the_fixed_code_calls_gets_its_name_back() -> None:
     assert unbound_names(repaired) == []
 
 
+def test_the_only_new_function_in_place_of_a_removed_one_is_taken_for_it() -> None:
+    # round 2 (2026-12-03 15:33): the model named the function after the candidate, `improved_packing`
+    child = _edit("def construct_packing():", "def improved_packing():")
+    repaired, notes = bind_unbound_names(PARENT, child)
+    assert notes == ["renamed improved_packing back to construct_packing, which the program calls"]
+    assert repaired == PARENT, "a rename and nothing else is the parent again (the Researcher treats it as an echo)"
+
+
 def test_with_two_new_functions_that_could_be_the_renamed_one_the_parents_definition_is_kept() -> None:
     child = _edit("def construct_packing():", "def construct_packing_a():\n    pass\n\n\ndef construct_packing_b():")
     repaired, notes = bind_unbound_names(PARENT, child)

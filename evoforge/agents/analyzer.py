@@ -12,9 +12,9 @@ from evoforge.agents.base import add_usage, ask, messages_from_records
 from evoforge.agents.prompting import render_follow_up
 from evoforge.agents.reply_grammar import ANALYZER_GRAMMAR
 from evoforge.config import RunConfig
-from evoforge.graph.resources import resources_for
-from evoforge.graph.state import State
 from evoforge.llm.usage import LLMCallError
+from evoforge.runtime.services import services_for
+from evoforge.runtime.state import State
 
 log = logging.getLogger(__name__)
 _INSIGHT = re.compile(r"^[\s*#>-]*insight[\s*]*[:：]\s*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
@@ -59,12 +59,13 @@ def stage_views(stage_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Write the node's analysis; a model failure (or `llm_analysis: false`) leaves a factual report."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     assert state.candidate is not None and state.parent is not None
     if not res.config.llm_analysis:
         return {"analysis": fallback_report(state), "insights": []}
     # the conversation shows the reply's edit; a repaired or patched program needs its own diff
-    changed_since_reply = state.debug_attempts > 0 or bool((state.static_report or {}).get("repaired"))
+    changed_since_reply = (state.debug_attempts > 0 or bool((state.static_report or {}).get("repaired"))
+                           or bool((state.candidate or {}).get("repairs")))
     messages = render_follow_up(
         res.task,
         "analyzer",

@@ -11,10 +11,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from evoforge.config import ModelConfig, Role
-from evoforge.graph.resources import Resources
-from evoforge.graph.state import State
 from evoforge.llm.models import grammar_options
 from evoforge.llm.usage import LLMCallError, Usage, call_model
+from evoforge.runtime.services import Services
+from evoforge.runtime.state import State
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def retry_temperature(cfg: ModelConfig, retries: int) -> float:
     return round(max(cfg.temperature, hotter), 3)
 
 
-def ask(res: Resources, role: Role, messages: list[BaseMessage], state: State, *, attempt: object,
+def ask(res: Services, role: Role, messages: list[BaseMessage], state: State, *, attempt: object,
         grammar: str | None = None, retries: int = 0) -> tuple[str, Usage]:
     """One call of `role`'s model for the node `state` is building, added to the node's transcript; raises
     LLMCallError (the caller decides what a failure means). `grammar` constrains the reply where the
@@ -88,7 +88,7 @@ def messages_from_records(records: list[dict[str, str]]) -> list[BaseMessage]:
     return [_MESSAGE_TYPES[record["type"]](record["content"]) for record in records]
 
 
-def _append_transcript(res: Resources, state: State, call: dict[str, Any]) -> None:
+def _append_transcript(res: Services, state: State, call: dict[str, Any]) -> None:
     node_dir = res.config.node_dir(state.run_id, state.node_id or f"r{state.round:04d}-l{state.lane}")
     try:
         node_dir.mkdir(parents=True, exist_ok=True)

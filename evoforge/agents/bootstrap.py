@@ -8,12 +8,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evoforge.agents.engineer import evaluate_program
-from evoforge.agents.novelty_checker import embed_candidate
-from evoforge.agents.recorder import node_id_for, resource_totals, stop_reason
+from evoforge.agents.recorder import node_id_for, outcome_fields, resource_totals, stop_reason
 from evoforge.config import RunConfig
-from evoforge.graph.resources import Resources, resources_for, thread_run_id
-from evoforge.graph.state import State
-from evoforge.memory.nodes import NodeRecord, code_hash
+from evoforge.memory.nodes import NodeRecord
+from evoforge.runtime.services import Services, services_for, thread_run_id
+from evoforge.runtime.state import State
 from evoforge.tasks.spec import TaskError
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ def seed_analysis(status: str, stage_results: list[dict[str, Any]]) -> str:
     return " ".join(parts)
 
 
-def record_seed(res: Resources, run_id: str) -> NodeRecord:
+def record_seed(res: Services, run_id: str) -> NodeRecord:
     """Evaluate the seed and record it as the run's round-0 node.
 
     An evaluator that fails on the seed would fail on every candidate: the run stops with a TaskError that says
@@ -45,15 +44,11 @@ def record_seed(res: Resources, run_id: str) -> NodeRecord:
                         f"--stage {stage}`, then continue with `evoforge resume {run_id}`.")
     if status != "evaluated":
         log.warning("the seed program of %s did not evaluate cleanly: %s (%s)", res.task.name, status, error)
-    last = stage_results[-1] if stage_results else {}
     node = NodeRecord(
-        id=node_id, run_id=run_id, round=0, lane=0, parent_ids=[], inspiration_ids=[], name="seed",
-        motivation=SEED_MOTIVATION, code=code, diff="", status=status, score=last.get("score"),
-        valid=status == "evaluated", metrics=last.get("metrics", {}), stage_results=stage_results,
-        analysis=seed_analysis(status, stage_results), error=error, feedback=None, code_hash=code_hash(code),
-        embedding=embed_candidate(res.embedder, SEED_MOTIVATION, code), cognition_ids=[], tokens_in=0,
-        tokens_out=0, llm_seconds=0.0, eval_seconds=resource_totals(stage_results)["wall_s"],
-        resources=resource_totals(stage_results), policy="seed", island=0,
+        **outcome_fields(res, motivation=SEED_MOTIVATION, code=code, status=status, stage_results=stage_results),
+        id=node_id, run_id=run_id, round=0, lane=0, parent_ids=[], inspiration_ids=[], name="seed", diff="",
+        analysis=seed_analysis(status, stage_results), error=error, feedback=None, cognition_ids=[], tokens_in=0,
+        tokens_out=0, llm_seconds=0.0, resources=resource_totals(stage_results), policy="seed", island=0,
     )
     res.nodes.record_node(node)
     return node
@@ -62,7 +57,7 @@ def record_seed(res: Resources, run_id: str) -> NodeRecord:
 def prepare_run(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Idempotent: a resumed or re-entered run finds its record, its notes and its seed already there."""
     run_id = state.run_id or thread_run_id()
-    res = resources_for(run_id, runtime)
+    res = services_for(run_id, runtime)
     res.nodes.create_run(run_id, res.task.name, str(res.task.root), res.config.model_dump(mode="json"))
     res.nodes.update_run_status(run_id, "running")
     added, retired = res.cognition.sync_files(res.task.cognition_files(), task=res.task.name)

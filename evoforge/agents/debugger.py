@@ -23,10 +23,10 @@ from evoforge.agents.reply_grammar import debugger_grammar
 from evoforge.agents.static_checker import code_problems
 from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
-from evoforge.graph.resources import resources_for
-from evoforge.graph.state import State
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
+from evoforge.runtime.services import services_for
+from evoforge.runtime.state import State
 
 log = logging.getLogger(__name__)
 _FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
@@ -34,7 +34,7 @@ _FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE
 
 def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Patch the failing candidate; a usable patch goes back to the Engineer from the first stage."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     assert state.candidate is not None and state.parent is not None and state.stage_results
     failure = state.stage_results[-1]
     attempts = state.debug_attempts + 1

@@ -17,23 +17,25 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from evoforge.config import RunConfig
-from evoforge.graph.resources import Resources, resources_for
-from evoforge.graph.state import State
+from evoforge.memory.status import NodeStatus
+from evoforge.runtime.services import Services, services_for
+from evoforge.runtime.state import State
 from evoforge.sandbox import sandbox_for
 from evoforge.tasks.spec import Stage
-from evoforge.tools.evaluation import StageOutcome, read_log_tail, read_metrics, run_stage
+from evoforge.tools.evaluation import StageOutcome, StageStatus, read_log_tail, read_metrics, run_stage
 
 log = logging.getLogger(__name__)
 
-STATUS_AFTER_STAGE = {
+STATUS_AFTER_STAGE: dict[StageStatus, NodeStatus] = {
     "below_threshold": "early_rejected",
     "invalid": "invalid",
+    "runtime_error": "runtime_failed",
     "timeout": "timeout",
     "resource_limit": "resource_limit",
     "evaluator_error": "evaluator_error",
 }
 """Round status when a stage ends the cascade; `ok` continues, and a crash (or an invalid result, see `fixable`)
-may first go to the Debugger, with the transient status `needs_fix`."""
+may first go to the Debugger, with the pending status `needs_fix`."""
 
 
 def needs_approval(config: RunConfig, stage: Stage) -> bool:
@@ -115,11 +117,11 @@ def metrics_verdict(metrics_text: str) -> dict[str, Any]:
     return {key: metrics[key] for key in ("score", "valid", "error", "feedback") if key in metrics}
 
 
-def stage_workdir(res: Resources, state: State, stage: Stage) -> Path:
+def stage_workdir(res: Services, state: State, stage: Stage) -> Path:
     return res.config.node_dir(state.run_id, state.node_id) / f"{stage.name}-try{state.debug_attempts}"
 
 
-def run_one_stage(res: Resources, stage: Stage, code: str, workdir: Path,
+def run_one_stage(res: Services, stage: Stage, code: str, workdir: Path,
                   settings: dict[str, Any] | None) -> tuple[StageOutcome, list[dict[str, Any]]]:
     """Run a stage and read its results the way a person would: metrics, then the log on failure."""
     sandbox = sandbox_for(res.config.sandbox, stage.backend)  # a stage may name its own backend
@@ -140,7 +142,7 @@ def run_one_stage(res: Resources, stage: Stage, code: str, workdir: Path,
 
 def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Run the next stage; set the round status when the cascade ends."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     assert state.candidate is not None
     stage = res.task.stages[state.next_stage]
     approval = state.approval
@@ -161,9 +163,9 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         else:
             update["status"] = "evaluated"
     else:
-        final = "runtime_failed" if outcome.status == "runtime_error" else STATUS_AFTER_STAGE[outcome.status]
         exhausted = state.debug_attempts >= res.config.bounds.max_debug_attempts
-        update["status"] = "needs_fix" if fixable(res.config, outcome) and not exhausted else final
+        fix = fixable(res.config, outcome) and not exhausted
+        update["status"] = "needs_fix" if fix else STATUS_AFTER_STAGE[outcome.status]
         update["error"] = outcome.error
     return update
 
@@ -174,13 +176,12 @@ def fixable(config: RunConfig, outcome: StageOutcome) -> bool:
     return outcome.status == "runtime_error" or (outcome.status == "invalid" and config.bounds.debug_invalid)
 
 
-def evaluate_program(res: Resources, code: str, node_dir: Path) -> tuple[str, list[dict[str, Any]], str | None]:
+def evaluate_program(res: Services, code: str, node_dir: Path) -> tuple[NodeStatus, list[dict[str, Any]], str | None]:
     """The whole cascade without agents (the seed program): (status, stage results, error)."""
     results: list[dict[str, Any]] = []
     for stage in res.task.stages:
         outcome, _ = run_one_stage(res, stage, code, node_dir / stage.name, None)
         results.append(outcome.to_dict())
         if outcome.status != "ok":
-            status = "runtime_failed" if outcome.status == "runtime_error" else STATUS_AFTER_STAGE[outcome.status]
-            return status, results, outcome.error
+            return STATUS_AFTER_STAGE[outcome.status], results, outcome.error
     return "evaluated", results, None

@@ -4,16 +4,17 @@ cognition, and the stop criteria are checked."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from langgraph.runtime import Runtime
 
 from evoforge.agents.novelty_checker import embed_candidate
 from evoforge.config import RunConfig
-from evoforge.graph.resources import Resources, resources_for
-from evoforge.graph.state import State
 from evoforge.memory.nodes import NodeRecord, code_hash
 from evoforge.memory.sampling import archive_node
+from evoforge.memory.status import NodeStatus
+from evoforge.runtime.services import Services, services_for
+from evoforge.runtime.state import State
 from evoforge.ui.wording import counted
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def lane_rounds(rounds: int, workers: int, lane: int) -> int:
     return rounds // workers + (1 if lane < rounds % workers else 0)
 
 
-def stop_reason(res: Resources, *, lane: int, round_: int, best_score: float | None, tokens_used: int,
+def stop_reason(res: Services, *, lane: int, round_: int, best_score: float | None, tokens_used: int,
                 rounds_since_best: int) -> str | None:
     config, task = res.config, res.task
     target = config.budget.target_score if config.budget.target_score is not None else task.score.target
@@ -53,12 +54,32 @@ def stop_reason(res: Resources, *, lane: int, round_: int, best_score: float | N
     return None
 
 
-def build_node(res: Resources, state: State) -> NodeRecord:
+def outcome_fields(res: Services, *, motivation: str, code: str, status: NodeStatus,
+                   stage_results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fields of a node record that follow from its program and its evaluation: the same for the seed's
+    record and a round's."""
+    last = stage_results[-1] if stage_results else {}
+    return {
+        "motivation": motivation,
+        "code": code,
+        "status": status,
+        "score": last.get("score"),
+        "valid": status == "evaluated",
+        "metrics": last.get("metrics", {}),
+        "stage_results": stage_results,
+        "code_hash": code_hash(code) if code else "",
+        "embedding": embed_candidate(res.embedder, motivation, code) if code else None,
+        "eval_seconds": resource_totals(stage_results)["wall_s"],
+    }
+
+
+def build_node(res: Services, state: State) -> NodeRecord:
     candidate = state.candidate or {}
-    code = candidate.get("code", "")
-    last = state.stage_results[-1] if state.stage_results else {}
-    status = state.status or "evaluated"
+    # a round reaches the Recorder with a final status, or "" when it ran through (NodeRecord checks it)
+    status = cast(NodeStatus, state.status or "evaluated")
     return NodeRecord(
+        **outcome_fields(res, motivation=candidate.get("motivation", ""), code=candidate.get("code", ""),
+                         status=status, stage_results=state.stage_results),
         id=state.node_id,
         run_id=state.run_id,
         round=state.round,
@@ -66,27 +87,18 @@ def build_node(res: Resources, state: State) -> NodeRecord:
         parent_ids=[state.parent["id"]] if state.parent else [],
         inspiration_ids=[node["id"] for node in state.inspirations],
         name=candidate.get("name", f"failed_r{state.round}"),
-        motivation=candidate.get("motivation", ""),
-        code=code,
         diff=candidate.get("diff", ""),
-        status=status,
-        score=last.get("score"),
-        valid=status == "evaluated",
-        metrics=last.get("metrics", {}),
-        stage_results=state.stage_results,
         analysis=state.analysis,
         error=state.error,
         feedback="\n".join(state.feedback) or None,
-        code_hash=code_hash(code) if code else "",
-        embedding=embed_candidate(res.embedder, candidate.get("motivation", ""), code) if code else None,
         cognition_ids=[item["id"] for item in state.cognition],
         tokens_in=int(sum(u.get("tokens_in", 0) for u in state.usage.values())),
         tokens_out=int(sum(u.get("tokens_out", 0) for u in state.usage.values())),
         llm_seconds=round(sum(u.get("seconds", 0.0) for u in state.usage.values()), 3),
-        eval_seconds=resource_totals(state.stage_results)["wall_s"],
         resources={**resource_totals(state.stage_results), "usage": state.usage,
                    "retries": {"parse": state.parse_failures, "static": state.static_retries,
-                               "novelty": state.novelty_retries, "debug": state.debug_attempts}},
+                               "novelty": state.novelty_retries, "debug": state.debug_attempts},
+                   "repairs": candidate.get("repairs", [])},
         policy=state.policy,
         island=state.island,
         novelty=state.novelty_report or {},
@@ -95,7 +107,7 @@ def build_node(res: Resources, state: State) -> NodeRecord:
 
 def record_node(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Write the round's node and insights; decide whether the run goes on."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     node = build_node(res, state)
     res.nodes.record_node(node)
     archive_node(res.nodes, node, res.config.sampling, res.task.score)

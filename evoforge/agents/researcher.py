@@ -17,6 +17,7 @@ from evoforge.agents.editing import (
     EditError,
     UnchangedEdit,
     apply_edit,
+    keep_fixed_region,
     parse_edit,
     require_change,
     unified_diff,
@@ -26,9 +27,9 @@ from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import researcher_grammar
 from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
-from evoforge.graph.resources import resources_for
-from evoforge.graph.state import State
 from evoforge.llm.usage import LLMCallError
+from evoforge.runtime.services import services_for
+from evoforge.runtime.state import State
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     showed the model its own unusable reply gave a usable one, and 22 repeated it token for token. When a reply
     left the program unchanged with an idea in focus, the retry takes the next idea: the model would not write
     that one."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     assert state.parent is not None, "sample_context must choose a parent before the Researcher runs"
     original_code: str = state.parent["code"]
     parent_code, shown_code = edit_and_view(original_code, compact=res.config.compact_parent)
@@ -153,8 +154,12 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
         try:
             proposal = parse_proposal(reply)
             code, mode = apply_edit(parent_code, proposal.edit)
-            code, repairs = bind_unbound_names(parent_code, code, prior_code_blocks(cognition),
-                                               res.task.entry_points)
+            repairs: list[str] = []
+            if res.task.evolve_block:  # first, so that the fixed code binds what it defines and imports
+                code, kept = keep_fixed_region(parent_code, code)
+                repairs.extend([kept] if kept else [])
+            code, bound = bind_unbound_names(parent_code, code, prior_code_blocks(cognition), res.task.entry_points)
+            repairs.extend(bound)
             require_change(parent_code, code)  # a renamed copy of the parent's function, named back, is the parent
         except EditError as exc:
             unchanged = isinstance(exc, UnchangedEdit)

@@ -12,14 +12,14 @@ from evoforge.agents.recorder import node_id_for
 from evoforge.cognition.provenance import focus_counts
 from evoforge.cognition.store import CognitionItem
 from evoforge.config import RunConfig
-from evoforge.graph.resources import resources_for
-from evoforge.graph.state import ROUND_RESET, State
 from evoforge.memory.sampling import select_context
+from evoforge.runtime.services import services_for
+from evoforge.runtime.state import ROUND_RESET, State
 
 
 def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Start a round: reset the per-round fields, choose the parent and inspirations, retrieve cognition."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     config = res.config
     round_ = state.round + 1
     selection = select_context(

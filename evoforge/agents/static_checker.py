@@ -21,9 +21,9 @@ from evoforge.agents.base import add_usage, ask
 from evoforge.agents.editing import keep_fixed_region, unified_diff
 from evoforge.agents.prompting import render
 from evoforge.config import RunConfig
-from evoforge.graph.resources import Resources, resources_for
-from evoforge.graph.state import State
 from evoforge.llm.usage import LLMCallError
+from evoforge.runtime.services import Services, services_for
+from evoforge.runtime.state import State
 from evoforge.tasks.spec import TaskSpec
 from evoforge.tools.evaluation import run_static_check
 
@@ -83,7 +83,7 @@ def code_problems(task: TaskSpec, code: str) -> list[str]:
     return problems
 
 
-def _llm_review(res: Resources, state: State, candidate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+def _llm_review(res: Services, state: State, candidate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     messages = render(res.task, "static_review", candidate=candidate)
     try:
         reply, usage = ask(res, "static_review", messages, state, attempt=state.static_retries)
@@ -100,7 +100,7 @@ def _llm_review(res: Resources, state: State, candidate: dict[str, Any]) -> tupl
 
 def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Verdict on the candidate; a rejection goes back to the Researcher until the retry bound."""
-    res = resources_for(state.run_id, runtime)
+    res = services_for(state.run_id, runtime)
     assert state.candidate is not None and state.parent is not None
     candidate = dict(state.candidate)
     repair_note = None

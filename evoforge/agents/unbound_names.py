@@ -90,9 +90,16 @@ def _defined_names(code: str) -> set[str]:
 
 
 def _renamed_copy(name: str, reference_names: set[str], code_names: set[str]) -> str | None:
-    """The one definition the edit added whose name contains `name` (`construct_packing_v2`,
-    `improved_construct_packing`), or None when there is none or more than one."""
-    added = [other for other in code_names - reference_names if name in other and other != name]
+    """The definition the edit added in place of the reference's `name`: the one new function whose name contains
+    it (`construct_packing_v2`, `improved_construct_packing`), else the only new function there is (the model
+    named it after the candidate: `improved_packing`); None when `name` is not the reference's or no new
+    function, or more than one, could be it."""
+    if name not in reference_names:
+        return None
+    added = sorted(code_names - reference_names)
+    containing = [other for other in added if name in other]
+    if containing:
+        return containing[0] if len(containing) == 1 else None
     return added[0] if len(added) == 1 else None
 
 
@@ -101,8 +108,7 @@ def bind_unbound_names(reference_code: str, code: str, sources: Sequence[str] = 
     """`code` with the names it reads but never binds (and the `required` entry points it lacks) bound again, and
     a note per repair; the code unchanged and no notes when there is nothing to repair or no repair is certain.
 
-    In order: a definition the edit renamed (the one new function whose name contains the missing one) gets its
-    name back; an import that binds the name in `reference_code` (the program the edit was made to) or in
+    In order: a definition the edit renamed gets its name back (`_renamed_copy`); an import that binds the name in `reference_code` (the program the edit was made to) or in
     `sources` (the retrieved priors' code) is added; a definition of the name there is brought in; a standard
     module of that name is imported. Imports go to the top of the evolvable region, definitions to its end
     (`merge_definitions`)."""

@@ -39,8 +39,8 @@ def _fail(message: str) -> None:
 def _store(config_file: Path | None) -> CognitionStore:
     from evoforge.cognition.store import CognitionStore
     from evoforge.config import ConfigError, load_config
-    from evoforge.graph.resources import embedder_for, open_store
     from evoforge.memory.database import EmbeddingMismatchError
+    from evoforge.runtime.services import embedder_for, open_store
 
     try:
         config = load_config(config_file)

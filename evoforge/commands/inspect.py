@@ -35,7 +35,7 @@ def _fail(message: str) -> None:
 def _open() -> tuple[RunConfig, NodeStore]:
     """The configuration (from the environment) and the node memory it points at."""
     from evoforge.config import ConfigError, load_config
-    from evoforge.graph.resources import open_store
+    from evoforge.runtime.services import open_store
 
     try:
         config = load_config(None)
@@ -57,7 +57,7 @@ def cognition_reader(config: RunConfig, nodes: NodeStore) -> CognitionStore | No
     """The cognition base, only read by id (which embeds nothing, so no model is loaded); None when the
     configured embedder cannot even be built (e.g. an endpoint without its key), and items go unnamed."""
     from evoforge.cognition.store import CognitionStore
-    from evoforge.graph.resources import embedder_for
+    from evoforge.runtime.services import embedder_for
 
     try:
         return CognitionStore(nodes.database, embedder_for(config))

@@ -123,8 +123,8 @@ def replay(
     """Re-run round N of a run from the checkpoint before --from-node, as a new run (the original is untouched)."""
     from evoforge.config import ConfigError
     from evoforge.graph.replay import ReplayError, fork_run, merge_overrides, model_override
-    from evoforge.graph.resources import open_store
     from evoforge.graph.runner import RunNotFound, stored_config
+    from evoforge.runtime.services import open_store
 
     try:
         overrides: dict[str, Any] = {}

@@ -15,11 +15,11 @@ from typing import Any
 from evoforge.cognition.store import CognitionItem, CognitionStore
 from evoforge.commands.inspect import cognition_reader, read_calls
 from evoforge.config import RunConfig
-from evoforge.graph.resources import embedder_for, open_store
 from evoforge.graph.runner import pending_approvals, run_status
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import NodeRecord, NodeStore, RunRecord, is_finite_score
 from evoforge.report.data import MAX_DIFF_LINES, RunData, code_diff, collect_run, figure_score, is_seed
+from evoforge.runtime.services import embedder_for, open_store
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from evoforge.agents.sampler import sample_context
 from evoforge.agents.static_checker import check_candidate
 from evoforge.config import RunConfig, load_config
 from evoforge.graph import routing
-from evoforge.graph.state import InputState, State
 from evoforge.llm.cancellation import cancellable
+from evoforge.runtime.state import InputState, State
 
 ResearchGraph = CompiledStateGraph[Any, RunConfig, Any, Any]
 

@@ -17,15 +17,15 @@ from contextlib import asynccontextmanager
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from evoforge.config import RunConfig
-from evoforge.graph.resources import clear_resources
 from evoforge.memory.database import async_checkpointer
 from evoforge.memory.embedded import stop_joined_servers
+from evoforge.runtime.services import clear_services
 
 log = logging.getLogger(__name__)
 
 
 def _release_databases() -> None:
-    clear_resources()
+    clear_services()
     stopped = stop_joined_servers()
     if stopped:
         log.info("stopped the embedded Postgres servers at %s", ", ".join(map(str, stopped)))

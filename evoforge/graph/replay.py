@@ -22,8 +22,8 @@ from langgraph.types import StateSnapshot
 from evoforge.agents.recorder import node_id_for
 from evoforge.config import Role, RunConfig, load_config
 from evoforge.graph.builder import ResearchGraph
-from evoforge.graph.resources import get_resources
 from evoforge.graph.runner import RunOutcome, UpdateHandler, checkpointed_graph, stored_config, thread_config
+from evoforge.runtime.services import get_services
 from evoforge.tasks.spec import load_task
 
 REPLAYABLE_NODES = ("propose_candidate", "check_candidate", "check_novelty", "run_evaluation", "debug_candidate",
@@ -183,7 +183,7 @@ def fork_run(run_id: str, round_: int, *, from_node: str = "analyze_result",
     original = stored_config(run_id, base)
     config = fork_config(original, round_, overrides or {})
     fork_id = fork_id or new_fork_id(run_id)
-    nodes = get_resources(config).nodes  # checks the fork's settings (e.g. a replaced model) before anything is written
+    nodes = get_services(config).nodes  # checks the fork's settings (e.g. a replaced model) before anything is written
     if nodes.get_run(fork_id) is not None:
         raise ReplayError(f"fork_id: a run {fork_id!r} exists already")
     with checkpointed_graph(config) as graph:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from evoforge.graph.state import State
+from evoforge.runtime.state import State
 
 
 def route_after_prepare_run(state: State) -> Literal["sample_context", "__end__"]:

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 
 from evoforge.config import ConfigError, RunConfig, format_validation_errors
 from evoforge.graph.builder import ResearchGraph, build_graph
-from evoforge.graph.resources import open_store
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import RunRecord
+from evoforge.runtime.services import open_store
 
 log = logging.getLogger(__name__)
 

@@ -13,21 +13,9 @@ from psycopg.types.json import Jsonb
 
 from evoforge.memory.database import Database
 from evoforge.memory.fingerprint import code_hash
+from evoforge.memory.status import NODE_STATUSES, NodeStatus
 from evoforge.tasks.direction import DIRECTIONS, Direction
 
-NODE_STATUSES = (
-    "evaluated",
-    "early_rejected",
-    "invalid",
-    "runtime_failed",
-    "timeout",
-    "resource_limit",
-    "static_rejected",
-    "duplicate",
-    "parse_failed",
-    "evaluator_error",
-    "rejected_by_human",
-)
 RUN_STATUSES = ("running", "stopped", "finished", "failed")
 
 _FINITE_SCORE = "score IS NOT NULL AND score > '-Infinity'::float8 AND score < 'Infinity'::float8"
@@ -60,8 +48,7 @@ class NodeRecord:
     motivation: str = ""
     code: str = ""
     diff: str = ""
-    status: str = "evaluated"
-    """One of NODE_STATUSES."""
+    status: NodeStatus = "evaluated"
     score: float | None = None
     valid: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)

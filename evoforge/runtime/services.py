@@ -1,4 +1,4 @@
-"""Process-wide handles the nodes share: the database, stores, sandbox, embedder and chat models.
+"""The run-time services the nodes share: the database, stores, sandbox, embedder and chat models.
 
 Nodes receive only plain state and the run configuration (the graph's context); everything with a
 connection or a process behind it is looked up here, once per process and configuration.
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Resources:
+class Services:
     config: RunConfig
     task: TaskSpec
     database: Database
@@ -48,7 +48,7 @@ class Resources:
 
 
 _lock = threading.Lock()
-_cache: dict[str, Resources] = {}
+_cache: dict[str, Services] = {}
 
 
 def open_store(config: RunConfig) -> tuple[Database, NodeStore]:
@@ -63,8 +63,8 @@ def embedder_for(config: RunConfig) -> Embedder:
     return get_embedder(settings.embedding_model, settings.embedding_base_url, settings.embedding_api_key_env)
 
 
-def get_resources(config: RunConfig) -> Resources:
-    """Resources for this configuration, built once per process."""
+def get_services(config: RunConfig) -> Services:
+    """Services for this configuration, built once per process."""
     key = config.model_dump_json()
     with _lock:
         if key not in _cache:
@@ -72,7 +72,7 @@ def get_resources(config: RunConfig) -> Resources:
             embedder = embedder_for(config)
             sandbox = sandbox_for(config.sandbox)  # with its docker/ray settings; shared with the Engineer
             capacity = getattr(sandbox, "capacity", None) or os.cpu_count() or 1
-            resources = Resources(
+            resources = Services(
                 config=config,
                 task=load_task(config.task),
                 database=database,
@@ -87,7 +87,7 @@ def get_resources(config: RunConfig) -> Resources:
         return _cache[key]
 
 
-def check_models(res: Resources) -> None:
+def check_models(res: Services) -> None:
     """Build now each model the run will call whose building costs nothing (scripted, OpenAI-compatible), so
     a missing script file or API key stops the run before its first step has done anything; the local model
     is started by its first call. A configuration that sets no `llm` is told which default it gets."""
@@ -106,7 +106,7 @@ def check_models(res: Resources) -> None:
             raise ConfigError(f"{where}: the {role} model cannot be built: {exc}") from exc
 
 
-def clear_resources() -> None:
+def clear_services() -> None:
     """Forget every handle (closing their databases) and cached chat model; the next use builds anew."""
     with _lock:
         for res in _cache.values():
@@ -151,5 +151,5 @@ def resolve_config(run_id: str, runtime: Runtime[RunConfig]) -> RunConfig:
     return defaults
 
 
-def resources_for(run_id: str, runtime: Runtime[RunConfig]) -> Resources:
-    return get_resources(resolve_config(run_id, runtime))
+def services_for(run_id: str, runtime: Runtime[RunConfig]) -> Services:
+    return get_services(resolve_config(run_id, runtime))

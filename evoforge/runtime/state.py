@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from evoforge.memory.status import RoundStatus
+
 
 def extend_or_reset(left: list[Any], right: list[Any] | None) -> list[Any]:
     """Reducer for lists that grow within a round: an update appends, `None` empties the list."""
@@ -80,9 +82,9 @@ class State(OutputState):
     """The Engineer's tool calls: tool, args, result summary."""
     approval: dict[str, Any] | None = None
     """The human decision on a costly stage: action (approve | reject | edit), settings, reason."""
-    status: str = ""
+    status: RoundStatus = ""
     """Outcome of the round so far: "" while it goes on, `needs_fix` while a failed stage waits for the Debugger,
-    else final (evaluated, early_rejected, invalid, runtime_failed, static_rejected, ...)."""
+    else final, the node's status (memory/status.py)."""
     error: str | None = None
     """The failure that ended the round, in one sentence."""
     analysis: str = ""
