@@ -91,7 +91,7 @@ def _best_so_far(data: RunData, nodes: list[NodeRecord]) -> list[list[float]]:
 
 def _draw_unscored(band: Any, nodes: list[NodeRecord]) -> list[str]:
     """The nodes a score axis cannot place, one row per status, at their round; returns the rows' statuses."""
-    statuses = sorted({n.status for n in nodes})
+    statuses: list[str] = sorted({n.status for n in nodes})
     for row, status in enumerate(statuses):
         counts: dict[int, int] = defaultdict(int)
         for n in nodes:
