@@ -116,22 +116,24 @@ def covered(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def write_script(path: Path, rounds: int) -> None:
+def write_script(path: Path, rounds: int, salt: float) -> None:
     """Distinct replies (radius and wording) for every call a round might make, retries included: with `cycle`
-    a repeated reply would be a duplicate of an earlier round."""
+    a repeated reply would be a duplicate of an earlier round. `salt` (in [0, 1)) shifts the radii per
+    measurement: the Novelty-Checker keeps the process's last embeddings, and the same candidate in a later
+    measurement would skip its embedding."""
     count = max(len(IDEAS), 3 * rounds + 5)
-    radii = [0.26 + 0.09 * j / count for j in range(count)]  # valid layouts, far from the fillers' 0.20-0.21
-    researcher = [f"NAME: ring_{j}\nMOTIVATION: {IDEAS[j % len(IDEAS)]} (radius {r:.5f})\n"
-                  f"```python\nRING_RADIUS = {r:.5f}\n```\n" for j, r in enumerate(radii)]
-    analyzer = [f"RESULT: the ring at radius {r:.5f} was evaluated as reported in the stages.\n"
+    radii = [0.26 + 0.09 * (j + salt) / count for j in range(count)]  # valid layouts, far from the fillers' 0.2
+    researcher = [f"NAME: ring_{j}\nMOTIVATION: {IDEAS[j % len(IDEAS)]} (radius {r:.6f})\n"
+                  f"```python\nRING_RADIUS = {r:.6f}\n```\n" for j, r in enumerate(radii)]
+    analyzer = [f"RESULT: the ring at radius {r:.6f} was evaluated as reported in the stages.\n"
                 f"WORKED: the layout stayed valid.\nFAILED: the middle and the corners stay empty.\n"
-                f"NEXT: cover the whole square.\nINSIGHT: A single ring of radius {r:.5f} leaves the middle of "
+                f"NEXT: cover the whole square.\nINSIGHT: A single ring of radius {r:.6f} leaves the middle of "
                 f"the square empty, whatever its radius.\n" for r in radii]
     script = {"researcher": {"cycle": True, "replies": researcher},
               "analyzer": {"cycle": True, "replies": analyzer},
               "novelty_judge": {"cycle": True, "replies": ["NOVEL: the ring radius differs from the nearest node's."]},
               "debugger": {"cycle": True, "replies": [f"FIX: restore a valid radius.\n```python\nRING_RADIUS = "
-                                                      f"{r:.5f}\n```\n" for r in radii]}}
+                                                      f"{r:.6f}\n```\n" for r in radii]}}
     path.write_text(yaml.safe_dump(script, sort_keys=False))
 
 
@@ -174,6 +176,7 @@ def fill(database: Any, run_id: str, count: int, seed_code: str) -> dict[str, fl
     with database.pool.connection() as conn:
         autocommit, conn.autocommit = conn.autocommit, True  # VACUUM cannot run in a transaction
         conn.execute("VACUUM ANALYZE nodes, node_stats, run_stats")
+        conn.execute("CHECKPOINT")  # the load's WAL is flushed now, not by a checkpoint during the rounds
         conn.autocommit = autocommit
     return {"copy_s": round(copied, 2), "hnsw_build_s": round(indexed, 2)}
 
@@ -241,12 +244,18 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def measure(stored: int, rounds: int) -> dict[str, Any]:
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores so far, from /proc/stat: the machine's load while a run is measured."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # idle and iowait are not busy
+
+
+def measure(stored: int, rounds: int, salt: float) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix="evoforge-overhead-"))
     state_dir.chmod(0o755)  # the embedded server runs as its own user under root and must reach its cluster
     try:
         script = state_dir / "script.yaml"
-        write_script(script, rounds)
+        write_script(script, rounds, salt)
         config = RunConfig(task="circle_packing", rounds=rounds, state_dir=state_dir,
                            llm={"provider": "scripted", "script": str(script)})
         run_id = register_run(config, f"overhead-{stored}")
@@ -254,14 +263,19 @@ def measure(stored: int, rounds: int) -> dict[str, Any]:
         loaded = fill(database, run_id, stored, load_task(config.task).seed_code())
         SPANS.clear()
         load_before = [round(x, 2) for x in os.getloadavg()]
-        started = time.perf_counter()
+        started, busy_before, own_before = time.perf_counter(), cpu_busy(), os.times()
         outcome = start_run(config, run_id)
-        elapsed = time.perf_counter() - started
+        elapsed, busy_after, own_after = time.perf_counter() - started, cpu_busy(), os.times()
+        busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1.0)
+        own_cpu = sum(after - before for after, before in zip(own_after[:4], own_before[:4], strict=True))
         per_round = round_figures(config, run_id, list(SPANS))
         prepare = sum(s[3] - s[2] for s in SPANS if s[:2] == ("step", "prepare_run"))
         return {"stored_nodes": stored, "bulk_load": loaded, "stop_reason": outcome.state.get("stop_reason"),
                 "run_s": round(elapsed, 2), "prepare_run_s": round(prepare, 2),
                 "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                # all cores' busy share over the run, and this process's (with its sandboxes') CPU seconds beside it:
+                # busy * cores * run_s well above own_cpu_s: other work (or the Postgres server) shared the machine
+                "cpu_busy_during_run": round(busy, 3), "own_cpu_s": round(own_cpu, 2),
                 **summarise(per_round), "rounds": per_round}
     finally:
         services.clear_services()  # closes the run's database before its server stops
@@ -311,8 +325,8 @@ def main() -> None:
                               "machine": host, "task": "circle_packing", "rounds": args.rounds,
                               "target": f"framework p50 <= {TARGET_MS:.0f} ms per round at 100k stored nodes",
                               "stored": {}}
-    for stored in args.stored:
-        figures = measure(stored, args.rounds)
+    for index, stored in enumerate(args.stored):
+        figures = measure(stored, args.rounds, index / len(args.stored))
         report["stored"][str(stored)] = figures
         print(f"{stored:>7,} stored: framework p50 {figures['framework']['p50_ms']} ms, "
               f"p95 {figures['framework']['p95_ms']} ms ({figures['stop_reason']})", flush=True)

@@ -42,6 +42,16 @@ class Job:
     """Host paths the job may read (the interpreter, the task files); everything else is hidden where the
     backend can hide it."""
 
+    def checked_workdir(self) -> Path:
+        """The job's work dir, resolved; a ValueError, before any backend does anything, for a job that names no
+        command or no existing directory."""
+        if not self.argv:
+            raise ValueError("job.argv must name a command, got []")
+        workdir = self.workdir.resolve()
+        if not workdir.is_dir():
+            raise ValueError(f"job.workdir must be an existing directory, got {self.workdir}")
+        return workdir
+
 
 @dataclass
 class SandboxResult:

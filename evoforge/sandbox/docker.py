@@ -110,11 +110,7 @@ class DockerSandbox:
 
     def run(self, job: Job) -> SandboxResult:
         """Run `job` in a fresh container until it exits or hits a limit; the container is always removed."""
-        if not job.argv:
-            raise ValueError("job.argv must name a command, got []")
-        workdir = job.workdir.resolve()
-        if not workdir.is_dir():
-            raise ValueError(f"job.workdir must be an existing directory, got {job.workdir}")
+        workdir = job.checked_workdir()
         identity = JobIdentity.claim()
         container = None
         try:

@@ -78,11 +78,7 @@ class LocalSandbox:
 
     def run(self, job: Job) -> SandboxResult:
         """Run `job` to completion or to a limit; never leaves a process of the job behind."""
-        if not job.argv:
-            raise ValueError("job.argv must name a command, got []")
-        workdir = job.workdir.resolve()
-        if not workdir.is_dir():
-            raise ValueError(f"job.workdir must be an existing directory, got {job.workdir}")
+        workdir = job.checked_workdir()
         isolated, warnings = self.use_bubblewrap()
         identity = JobIdentity.claim(self.uid_base)
         try:

@@ -68,11 +68,7 @@ class RaySandbox:
         import ray
         from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
-        if not job.argv:
-            raise ValueError("job.argv must name a command, got []")
-        workdir = job.workdir.resolve()
-        if not workdir.is_dir():
-            raise ValueError(f"job.workdir must be an existing directory, got {job.workdir}")
+        workdir = job.checked_workdir()
         demand = resource_demand(job.limits)
         start = time.monotonic()
         missing = unschedulable(demand, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
