@@ -183,7 +183,7 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             turned_back.append(note)
             continue
         if repairs:
-            log.info("round %s: the edit left names unbound: %s", state.round, "; ".join(repairs))
+            log.info("round %s: the edit was repaired: %s", state.round, "; ".join(repairs))
         candidate = _candidate(proposal.name or f"candidate_r{state.round}", proposal.motivation, original_code, code,
                                mode, messages, reply, repairs)
         return {"candidate": candidate, "usage": usage, "cognition": cognition,
