@@ -61,11 +61,12 @@ ABLATIONS = {
 
 
 def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, work: Path, label: str,
-                 overrides: dict[str, Any], lanes: int) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
+                 overrides: dict[str, Any], lanes: int) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
     """One EvoForge run on the embedded defaults, its model at `base_url`, killed at the budget.
 
     Returns the start time, the recorded nodes as evaluations ({t, score, valid, fingerprint, ...}) and the
-    funnel its nodes record: Researcher replies generated, and those that yielded no program.
+    funnel its nodes record: Researcher replies generated, those that yielded no program, and the evaluated programs
+    by origin (edit mode) with the best score of each.
     """
     state_dir = work / f"evoforge-{label}"
     config_data: dict[str, Any] = {
@@ -100,7 +101,19 @@ def run_evoforge(task_dir: Path, base_url: str, model: str, budget_s: float, wor
         # every unusable reply of a round, the last included
         "unparsed": sum(int(node.resources.get("retries", {}).get("parse", 0)) for node in nodes),
     }
-    return started, evaluations, funnel
+    # where each evaluated program came from: the model's edit (diff, rewrite, definitions) or a fallback the loop
+    # ran when the reply left its parent unchanged (prior_code, tuned_constant); the best score of each
+    pick = max if load_task(task_dir).score.direction == "maximize" else min
+    origins: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        if node.stage_results and node.round > 0:
+            origin = origins.setdefault(str(node.resources.get("edit_mode") or "unrecorded"),
+                                        {"evaluated": 0, "valid": 0, "best": None})
+            origin["evaluated"] += 1
+            if node.valid and node.score is not None:
+                origin["valid"] += 1
+                origin["best"] = node.score if origin["best"] is None else pick(origin["best"], node.score)
+    return started, evaluations, {**funnel, "origins": origins}
 
 
 def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: float, work: Path,
@@ -118,7 +131,7 @@ def run_peer(name: str, task_dir: Path, base_url: str, model: str, budget_s: flo
 
 
 def summarise(label: str, started: float, budget_s: float, evaluations: list[dict[str, Any]],
-              calls: list[dict[str, Any]], direction: str, funnel: dict[str, int] | None, lanes: int = 1
+              calls: list[dict[str, Any]], direction: str, funnel: dict[str, Any] | None, lanes: int = 1
               ) -> dict[str, Any]:
     """The figures of one system: curves of best-so-far against time and tokens, and the candidate funnel.
 
@@ -180,6 +193,7 @@ def summarise(label: str, started: float, budget_s: float, evaluations: list[dic
         "node_interval_p50_s": round(statistics.median(gaps), 1) if gaps else None,
         "lanes": lanes,
         "round_p50_s": round(statistics.median(lane_gaps), 1) if lane_gaps else None,
+        **({"origins": funnel["origins"]} if "origins" in funnel else {}),
         "curve_time_min": curve_time,
         "curve_tokens": curve_tokens,
     }

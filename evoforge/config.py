@@ -254,6 +254,10 @@ class RunConfig(BaseModel):
     """Show the Researcher the parent without docstrings and apply its edit to the evolvable region without
     them (Python only; the fixed code is kept as it is): small models otherwise spend their reply copying
     docstrings and fixed code."""
+    tune_constants_on_echo: bool = True
+    """When the Researcher's reply leaves the parent unchanged and no retrieved prior's code changes it, the
+    candidate is the parent with one numeric constant changed (a seed, a named setting, a float; edit mode
+    `tuned_constant`, evoforge/agents/constant_tuning.py) instead of asking again."""
     novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
     bounds: BoundsConfig = Field(default_factory=BoundsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)

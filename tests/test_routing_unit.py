@@ -23,6 +23,7 @@ from node_stand_ins import (
 )
 
 from evoforge.agents import debugger, engineer, novelty_checker, recorder, researcher, static_checker
+from evoforge.agents.code_view import edit_and_view
 from evoforge.config import RunConfig
 from evoforge.graph import routing
 from evoforge.llm.usage import LLMCallError
@@ -209,7 +210,8 @@ ECHO = ("NAME: same ring\nMOTIVATION: the same ring.\n"
 
 
 def test_an_echo_of_the_parent_moves_the_retry_to_the_next_idea(monkeypatch: pytest.MonkeyPatch,
-                                                                 config: RunConfig) -> None:
+                                                                 tmp_path: Path) -> None:
+    config = RunConfig(state_dir=tmp_path, tune_constants_on_echo=False)
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
     monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO, USABLE))
@@ -240,7 +242,7 @@ def test_an_echo_runs_the_code_of_a_retrieved_prior_when_the_focused_one_gives_n
 
 
 def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    config = RunConfig(state_dir=tmp_path, cognition={"focus": False})
+    config = RunConfig(state_dir=tmp_path, cognition={"focus": False}, tune_constants_on_echo=False)
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
     monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO, USABLE))
@@ -248,6 +250,35 @@ def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest
     advance(state, researcher.propose_candidate(state, runtime(config)))
     assert [item["id"] for item in prompts.variables[1]["cognition"]] == ["penalty", "grid"]
     assert prompts.variables[1]["feedback"][0].startswith("reply 1 could not be used: the edit leaves the program")
+
+
+def test_an_echo_with_no_priors_code_left_runs_a_parameter_experiment(monkeypatch: pytest.MonkeyPatch,
+                                                                       config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    state = round_state(cognition=[_idea("penalty"), _idea("grid")])
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None and after.candidate["edit_mode"] == "tuned_constant"
+    assert after.usage["researcher"]["calls"] == 1, "no second call: the echo was enough"
+    edited_parent = edit_and_view(SEED, compact=True)[0]  # the parent as the Researcher's edits apply to it
+    changed = [(old, new) for old, new in zip(edited_parent.splitlines(), after.candidate["code"].splitlines(),
+                                              strict=True) if old != new]
+    assert len(changed) == 1, f"one line changed: {changed}"
+    assert after.candidate["name"].startswith("tuned_") and "from" in after.candidate["motivation"]
+
+
+def test_a_parameter_experiment_is_novel_by_its_fingerprint(monkeypatch: pytest.MonkeyPatch,
+                                                            config: RunConfig) -> None:
+    # the embedding would put one changed constant right next to its parent: only the exact fingerprint counts
+    judge = novelty_stand_ins(monkeypatch, config, StandInNodes(nearest=((GRID, 0.9999),)))
+    state = round_state(candidate=candidate(edit_mode="tuned_constant"))
+    after = advance(state, novelty_checker.check_novelty(state, runtime(config)))
+    assert after.novelty_report["verdict"] == "novel" and judge.calls == []
+    assert routing.route_after_check_novelty(after) == "run_evaluation"
+    same = novelty_stand_ins(monkeypatch, config, StandInNodes(same_code=SimpleNamespace(id="run-r0000-l0",
+                                                                                          name="seed")))
+    after = advance(state, novelty_checker.check_novelty(state, runtime(config)))
+    assert after.novelty_report["verdict"] == "duplicate" and same.calls == []
 
 
 RENAMED = ("NAME: tighter ring\nMOTIVATION: a tighter ring.\n<<<<<<< SEARCH\ndef construct_packing():\n=======\n"
@@ -268,7 +299,8 @@ def test_a_function_the_edit_renamed_is_named_back_in_the_same_call(monkeypatch:
     assert "def construct_packing():" in after.candidate["code"] and "RING_RADIUS = 0.29" in after.candidate["code"]
 
 
-def test_a_renamed_copy_of_the_parent_is_an_echo(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
+def test_a_renamed_copy_of_the_parent_is_an_echo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = RunConfig(state_dir=tmp_path, tune_constants_on_echo=False)
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
     renamed_only = RENAMED.split("<<<<<<< SEARCH\nRING_RADIUS")[0]

@@ -1,7 +1,8 @@
 """The Novelty-Checker: catches echoes and repeats before they cost an evaluation.
 
 A program identical to a node's up to comments, docstrings, formatting and local names (the same
-fingerprint, memory/fingerprint.py) is a duplicate outright; otherwise the embedding of motivation and
+fingerprint, memory/fingerprint.py) is a duplicate outright; a parameter experiment (one constant of the parent
+changed, constant_tuning.py) with a new fingerprint is novel; otherwise the embedding of motivation and
 code is compared with the run's nodes in pgvector: above `duplicate_similarity` it is a duplicate, in the grey
 band down to `judge_similarity` an LLM judge decides.
 """
@@ -19,6 +20,7 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.code_view import without_docstrings
+from evoforge.agents.constant_tuning import TUNED_CONSTANT
 from evoforge.agents.editing import evolvable_text
 from evoforge.agents.prompting import render
 from evoforge.cognition.embeddings import Embedder
@@ -81,6 +83,11 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         report = {"verdict": "duplicate", "nearest_id": same.id, "nearest_name": same.name, "similarity": 1.0,
                   "reason": "the program is the same as an existing node's up to comments, docstrings, "
                             "formatting and the names of local variables"}
+    elif candidate.get("edit_mode") == TUNED_CONSTANT:
+        # one constant of a node changed: a new point of a parameter the parent has, near it by construction;
+        # no embedding tells whether it scores better, only the evaluation does
+        report = {"verdict": "novel", "nearest_id": None, "nearest_name": None, "similarity": 0.0,
+                  "reason": "a parameter experiment on the parent (one constant changed); the fingerprint is new"}
     else:
         embedding = embed_candidate(res.embedder, candidate["motivation"], candidate["code"])
         nearest = res.nodes.nearest_nodes(state.run_id, embedding, 1)

@@ -98,7 +98,7 @@ def build_node(res: Services, state: State) -> NodeRecord:
         resources={**resource_totals(state.stage_results), "usage": state.usage,
                    "retries": {"parse": state.parse_failures, "static": state.static_retries,
                                "novelty": state.novelty_retries, "debug": state.debug_attempts},
-                   "repairs": candidate.get("repairs", [])},
+                   "repairs": candidate.get("repairs", []), "edit_mode": candidate.get("edit_mode")},
         policy=state.policy,
         island=state.island,
         novelty=state.novelty_report or {},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
 from evoforge.agents.code_view import edit_and_view
+from evoforge.agents.constant_tuning import TUNED_CONSTANT, first_new_tuning
 from evoforge.agents.editing import (
     Edit,
     EditError,
@@ -28,7 +30,8 @@ from evoforge.agents.reply_grammar import researcher_grammar
 from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.runtime.services import services_for
+from evoforge.memory.nodes import code_hash
+from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,30 @@ def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]],
     return None
 
 
+def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, Any]],
+                        parent_code: str) -> tuple[str, str, str, str, list[dict[str, Any]]] | None:
+    """(name, motivation, code, edit mode, cognition) of the candidate a round runs when the Researcher's reply
+    left its parent unchanged: the code of a retrieved prior that changes the parent, else one of the parent's
+    constants tuned (constant_tuning.py); None where the config allows neither or neither changes anything."""
+    prior = _prior_code_fallback(res.config, cognition, parent_code)
+    if prior is not None:
+        title, code, cognition = prior
+        motivation = (f"The code the prior '{title}' gives, merged into the parent (the Researcher's reply "
+                      "left the program unchanged).")
+        return f"prior_{_snake(title)}"[:60], motivation, code, "prior_code", cognition
+    if not res.config.tune_constants_on_echo:
+        return None
+    tuning = first_new_tuning(
+        parent_code,
+        evolve_block=res.task.evolve_block,
+        seed=zlib.crc32(str(state.node_id).encode()),
+        is_known=lambda code: res.nodes.find_by_code_hash(state.run_id, code_hash(code)) is not None,
+    )
+    if tuning is None:
+        return None
+    return tuning.name, tuning.motivation, tuning.code, TUNED_CONSTANT, cognition
+
+
 def _next_idea(cognition: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`cognition` with its focused item moved to the end, so that the next try implements the next one; the
     same list when there is no other item."""
@@ -163,15 +190,12 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             require_change(parent_code, code)  # a renamed copy of the parent's function, named back, is the parent
         except EditError as exc:
             unchanged = isinstance(exc, UnchangedEdit)
-            prior = _prior_code_fallback(res.config, cognition, parent_code) if unchanged else None
-            if prior is not None:
-                title, code, cognition = prior
-                log.info("round %s: the reply left the parent unchanged; the candidate is the code of the prior %r",
-                         state.round, title)
-                motivation = (f"The code the prior '{title}' gives, merged into the parent (the Researcher's reply "
-                              "left the program unchanged).")
-                candidate = _candidate(f"prior_{_snake(title)}"[:60], motivation, original_code, code, "prior_code",
-                                       messages, reply)
+            fallback = _unchanged_fallback(state, res, cognition, parent_code) if unchanged else None
+            if fallback is not None:
+                name, motivation, code, mode, cognition = fallback
+                log.info("round %s: the reply left the parent unchanged; the candidate is %s (%s)",
+                         state.round, name, mode)
+                candidate = _candidate(name, motivation, original_code, code, mode, messages, reply)
                 return {"candidate": candidate, "usage": usage, "cognition": cognition,
                         "parse_failures": state.parse_failures + len(errors)}
             excerpt = " ".join(reply.split())[:160]

@@ -66,8 +66,8 @@ class State(OutputState):
     cognition: list[dict[str, Any]] = field(default_factory=list)
     """Retrieved cognition items: id, kind (prior | insight), title, content, source, similarity."""
     candidate: dict[str, Any] | None = None
-    """The Researcher's proposal: name, motivation, code, diff, edit_mode (diff | rewrite | definitions | prior_code),
-    repairs (names the edit left unbound, bound again: agents/unbound_names.py)."""
+    """The Researcher's proposal: name, motivation, code, diff, edit_mode (diff | rewrite | definitions |
+    prior_code | tuned_constant), repairs (names the edit left unbound, bound again: agents/unbound_names.py)."""
     feedback: Annotated[list[str], extend_or_reset] = field(default_factory=list)
     """Why earlier attempts this round were turned back (parse errors, static reasons, duplicates)."""
     static_report: dict[str, Any] | None = None
