@@ -16,12 +16,12 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.code_view import edit_and_view, short_paths
-from evoforge.agents.editing import EditError, apply_edit, keep_fixed_region, parse_edit, unified_diff
+from evoforge.agents.editing import EditError, parse_edit, unified_diff
 from evoforge.agents.prior_code import prior_code_blocks
 from evoforge.agents.prompting import render
+from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import debugger_grammar
 from evoforge.agents.static_checker import code_problems
-from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
@@ -56,11 +56,9 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     else:
         update["usage"] = add_usage(state.usage, "debugger", usage)
         try:
-            code, _ = apply_edit(candidate_code, parse_edit(reply))
-            if res.task.evolve_block:
-                code, _ = keep_fixed_region(state.parent["code"], code)
-            code, _ = bind_unbound_names(candidate_code, code, [state.parent["code"], *prior_code_blocks(state.cognition)],
-                                         res.task.entry_points)
+            code, _, _ = apply_repaired_edit(
+                candidate_code, parse_edit(reply), fixed_from=state.parent["code"], evolve_block=res.task.evolve_block,
+                sources=[state.parent["code"], *prior_code_blocks(state.cognition)], required=res.task.entry_points)
             problems = code_problems(res.task, code)
             if problems:
                 raise EditError("; ".join(problems))

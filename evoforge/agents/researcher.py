@@ -18,16 +18,14 @@ from evoforge.agents.editing import (
     Edit,
     EditError,
     UnchangedEdit,
-    apply_edit,
-    keep_fixed_region,
     parse_edit,
     require_change,
     unified_diff,
 )
 from evoforge.agents.prior_code import prior_code_blocks, prior_code_candidate
 from evoforge.agents.prompting import render
+from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import researcher_grammar
-from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
@@ -180,13 +178,9 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
         usage = add_usage(usage, "researcher", call_usage)
         try:
             proposal = parse_proposal(reply)
-            code, mode = apply_edit(parent_code, proposal.edit)
-            repairs: list[str] = []
-            if res.task.evolve_block:  # first, so that the fixed code binds what it defines and imports
-                code, kept = keep_fixed_region(parent_code, code)
-                repairs.extend([kept] if kept else [])
-            code, bound = bind_unbound_names(parent_code, code, prior_code_blocks(cognition), res.task.entry_points)
-            repairs.extend(bound)
+            code, mode, repairs = apply_repaired_edit(
+                parent_code, proposal.edit, fixed_from=parent_code, evolve_block=res.task.evolve_block,
+                sources=prior_code_blocks(cognition), required=res.task.entry_points)
             require_change(parent_code, code)  # a renamed copy of the parent's function, named back, is the parent
         except EditError as exc:
             unchanged = isinstance(exc, UnchangedEdit)
