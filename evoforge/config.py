@@ -34,7 +34,7 @@ def default_state_dir() -> Path:
 ROLE_MAX_TOKENS: dict[Role, int] = {
     "researcher": 768,
     "debugger": 768,
-    "analyzer": 224,
+    "analyzer": 160,
     "novelty_judge": 48,
     "static_review": 256,
 }
