@@ -24,9 +24,12 @@ from node_stand_ins import (
 
 from evoforge.agents import debugger, engineer, novelty_checker, recorder, researcher, static_checker
 from evoforge.agents.code_view import edit_and_view
+from evoforge.agents.prior_code import prior_code_candidate
+from evoforge.agents.unbound_names import unbound_names
 from evoforge.config import RunConfig
 from evoforge.graph import routing
 from evoforge.llm.usage import LLMCallError
+from evoforge.memory.nodes import code_hash
 from evoforge.tools.evaluation import StageOutcome
 
 BOUNDS = RunConfig().bounds
@@ -250,6 +253,56 @@ def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest
     advance(state, researcher.propose_candidate(state, runtime(config)))
     assert [item["id"] for item in prompts.variables[1]["cognition"]] == ["penalty", "grid"]
     assert prompts.variables[1]["feedback"][0].startswith("reply 1 could not be used: the edit leaves the program")
+
+
+class KnownPrograms(StandInNodes):
+    """Node memory holding exactly the programs given."""
+
+    def __init__(self, *programs: str) -> None:
+        super().__init__()
+        self.hashes = {code_hash(program) for program in programs}
+
+    def find_by_code_hash(self, run_id: str, code_hash: str) -> Any:
+        return SimpleNamespace(id="run-r0001-l0", name="known") if code_hash in self.hashes else None
+
+
+CENTRED = ("A start to polish:\n```python\ndef construct_packing():\n    centers = np.full((26, 2), 0.5)\n"
+           "    return centers, compute_radii(centers)\n```\n")
+GRID_PRIOR = ("The grid:\n```python\ndef construct_packing():\n    xs = np.linspace(0.1, 0.9, 5)\n"
+              "    centers = np.array([(x, y) for x in xs for y in xs] + [(0.2, 0.2)])\n"
+              "    return centers, compute_radii(centers)\n```\n")
+
+
+def test_an_echo_skips_a_priors_code_that_node_memory_holds(monkeypatch: pytest.MonkeyPatch,
+                                                            config: RunConfig) -> None:
+    ideas = [_idea("centred", CENTRED), _idea("grid", GRID_PRIOR)]
+    parent = edit_and_view(SEED, compact=True)[0]
+    held = prior_code_candidate(parent, ideas[0])
+    assert held is not None
+    use_stand_ins(monkeypatch, researcher, config, nodes=KnownPrograms(held))
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    state = round_state(cognition=ideas)
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None and after.candidate["name"] == "prior_grid", \
+        "the centred prior's program was evaluated already: the next prior's runs"
+    assert after.usage["researcher"]["calls"] == 1
+
+
+def test_a_priors_code_is_bound_to_the_names_it_calls(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
+    # the parent renamed the compute_radii the prior's function calls; another prior defines one
+    parent_code = SEED.replace("compute_radii", "radii_by_walls")
+    radii = ("Radii by walls only:\n```python\ndef compute_radii(centers):\n"
+             "    return np.minimum(centers, 1 - centers).min(axis=1)\n```\n")
+    use_stand_ins(monkeypatch, researcher, config)
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    parent = {"id": "run-r0001-l0", "name": "renamed", "score": 1.0, "motivation": "", "analysis": "",
+              "code": parent_code}
+    state = round_state(parent=parent, cognition=[_idea("centred", CENTRED), _idea("walls", radii)])
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None and after.candidate["edit_mode"] == "prior_code"
+    assert "def compute_radii(centers):" in after.candidate["code"]
+    assert any("compute_radii" in repair for repair in after.candidate["repairs"])
+    assert unbound_names(after.candidate["code"]) == []
 
 
 def test_an_echo_with_no_priors_code_left_runs_a_parameter_experiment(monkeypatch: pytest.MonkeyPatch,

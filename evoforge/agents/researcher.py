@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from evoforge.agents.prior_code import prior_code_blocks, prior_code_candidate
 from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import researcher_grammar
+from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
@@ -88,46 +90,54 @@ def _idea_name(item: dict[str, Any]) -> str:
     return str(item["title"]).split(" / ")[-1]
 
 
-def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]],
-                         parent_code: str) -> tuple[str, str, list[dict[str, Any]]] | None:
-    """(title, code, cognition) for the first retrieved human prior, the focused one first, whose complete functions
-    merged into the parent change it (see prior_code.py), with `cognition` reordered to put that prior in focus;
-    None where the config does not allow it or no prior gives such code.
+def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]], parent_code: str,
+                         required: list[str], is_known: Callable[[str], bool],
+                         ) -> tuple[str, str, list[dict[str, Any]], list[str]] | None:
+    """(title, code, cognition, repairs) for the first retrieved human prior, the focused one first, whose complete
+    functions merged into the parent change it (see prior_code.py) into a program node memory does not hold, with
+    `cognition` reordered to put that prior in focus; None where the config does not allow it or no prior gives
+    such code. The names the merge leaves unbound are bound again, as for any edit (unbound_names.py).
 
     Not only the focused prior: measured on circle_packing (2026-12-03), the focus was often an idea without code
     that the 1.5B model would not write, and the rounds went to echoes of the parent while a retrieved prior held
-    a complete function nobody ran."""
+    a complete function nobody ran. Not a program already evaluated, nor one with a name left unbound: in a run of
+    2026-12-04 (19:28) two rounds ran the grid prior's code into a duplicate of the round-1 node, three times over
+    each, and one merged it into a parent that had renamed the `compute_radii` it calls."""
     if not (config.cognition.focus and config.cognition.prior_code_fallback):
         return None
     for position, item in enumerate(cognition):
         code = prior_code_candidate(parent_code, item)
-        if code is not None:
-            return _idea_name(item), code, [item, *cognition[:position], *cognition[position + 1:]]
+        if code is None:
+            continue
+        code, repairs = bind_unbound_names(parent_code, code, prior_code_blocks(cognition), required)
+        if not is_known(code):
+            return _idea_name(item), code, [item, *cognition[:position], *cognition[position + 1:]], repairs
     return None
 
 
 def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, Any]],
-                        parent_code: str) -> tuple[str, str, str, str, list[dict[str, Any]]] | None:
-    """(name, motivation, code, edit mode, cognition) of the candidate a round runs when the Researcher's reply
-    left its parent unchanged: the code of a retrieved prior that changes the parent, else one of the parent's
-    constants tuned (constant_tuning.py); None where the config allows neither or neither changes anything."""
-    prior = _prior_code_fallback(res.config, cognition, parent_code)
+                        parent_code: str) -> tuple[str, str, str, str, list[dict[str, Any]], list[str]] | None:
+    """(name, motivation, code, edit mode, cognition, repairs) of the candidate a round runs when the Researcher's
+    reply left its parent unchanged: the code of a retrieved prior that changes the parent into a new program, else
+    one of the parent's constants tuned (constant_tuning.py); None where the config allows neither or neither gives
+    a program node memory does not hold."""
+
+    def is_known(code: str) -> bool:
+        return res.nodes.find_by_code_hash(state.run_id, code_hash(code)) is not None
+
+    prior = _prior_code_fallback(res.config, cognition, parent_code, res.task.entry_points, is_known)
     if prior is not None:
-        title, code, cognition = prior
+        title, code, cognition, repairs = prior
         motivation = (f"The code the prior '{title}' gives, merged into the parent (the Researcher's reply "
                       "left the program unchanged).")
-        return f"prior_{_snake(title)}"[:60], motivation, code, "prior_code", cognition
+        return f"prior_{_snake(title)}"[:60], motivation, code, "prior_code", cognition, repairs
     if not res.config.tune_constants_on_echo:
         return None
-    tuning = first_new_tuning(
-        parent_code,
-        evolve_block=res.task.evolve_block,
-        seed=zlib.crc32(str(state.node_id).encode()),
-        is_known=lambda code: res.nodes.find_by_code_hash(state.run_id, code_hash(code)) is not None,
-    )
+    tuning = first_new_tuning(parent_code, evolve_block=res.task.evolve_block,
+                              seed=zlib.crc32(str(state.node_id).encode()), is_known=is_known)
     if tuning is None:
         return None
-    return tuning.name, tuning.motivation, tuning.code, TUNED_CONSTANT, cognition
+    return tuning.name, tuning.motivation, tuning.code, TUNED_CONSTANT, cognition, []
 
 
 def _next_idea(cognition: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,10 +196,10 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             unchanged = isinstance(exc, UnchangedEdit)
             fallback = _unchanged_fallback(state, res, cognition, parent_code) if unchanged else None
             if fallback is not None:
-                name, motivation, code, mode, cognition = fallback
+                name, motivation, code, mode, cognition, repairs = fallback
                 log.info("round %s: the reply left the parent unchanged; the candidate is %s (%s)",
                          state.round, name, mode)
-                candidate = _candidate(name, motivation, original_code, code, mode, messages, reply)
+                candidate = _candidate(name, motivation, original_code, code, mode, messages, reply, repairs)
                 return {"candidate": candidate, "usage": usage, "cognition": cognition,
                         "parse_failures": state.parse_failures + len(errors)}
             excerpt = " ".join(reply.split())[:160]
