@@ -38,10 +38,18 @@ class StandInNodes:
 
 
 
+class StandInCognition:
+    """The cognition store's listing: no priors beyond those a test puts in the round's state."""
+
+    def list(self, task: str | None = None, kind: str | None = None) -> list[Any]:
+        return []
+
+
 def use_stand_ins(monkeypatch: pytest.MonkeyPatch, module: ModuleType, config: RunConfig, **handles: Any) -> Any:
     """Make `module`'s node find a Services-like object holding `config`, the circle_packing task and
     `handles`; its prompt renders to one placeholder message (the templates are tested in test_prompts.py)."""
-    res = SimpleNamespace(config=config, task=TASK, **{"nodes": StandInNodes(), **handles})
+    res = SimpleNamespace(config=config, task=TASK, **{"nodes": StandInNodes(), "cognition": StandInCognition(),
+                                                       **handles})
     monkeypatch.setattr(module, "services_for", lambda run_id, runtime: res)
     for renderer in ("render", "render_follow_up"):
         if hasattr(module, renderer):

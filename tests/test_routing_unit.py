@@ -305,6 +305,36 @@ def test_a_priors_code_is_bound_to_the_names_it_calls(monkeypatch: pytest.Monkey
     assert unbound_names(after.candidate["code"]) == []
 
 
+class TaskPriors:
+    """A cognition store whose task holds the priors given, beyond those retrieved for the round."""
+
+    def __init__(self, *contents: str) -> None:
+        self.items = [SimpleNamespace(id=f"stored-{i}", kind="prior", content=text) for i, text in enumerate(contents)]
+
+    def list(self, task: str | None = None, kind: str | None = None) -> list[Any]:
+        return self.items
+
+
+RESTARTS = ("Restarts:\n```python\ndef construct_packing():\n    start = np.full((26, 2), 0.5)\n"
+            "    return optimise(start)\n```\n")
+OPTIMISE = ("SLSQP:\n```python\ndef optimise(start):\n    return start, np.full(len(start), 0.01)\n```\n")
+
+
+@pytest.mark.parametrize("top_k", [4, 0])
+def test_a_name_a_prior_calls_is_bound_from_a_prior_not_retrieved(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path, top_k: int) -> None:
+    config = RunConfig(state_dir=tmp_path, cognition={"top_k": top_k})
+    use_stand_ins(monkeypatch, researcher, config, cognition=TaskPriors(OPTIMISE))
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    state = round_state(cognition=[_idea("restarts", RESTARTS)])
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None
+    if top_k:  # the task's other prior defines the optimise the retrieved one calls
+        assert after.candidate["edit_mode"] == "prior_code" and "def optimise(start):" in after.candidate["code"]
+    else:  # cognition off (the ablation): no prior's code binds anything, and the restarts' would not run
+        assert after.candidate["edit_mode"] == "tuned_constant"
+
+
 def test_an_echo_with_no_priors_code_left_runs_a_parameter_experiment(monkeypatch: pytest.MonkeyPatch,
                                                                        config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)

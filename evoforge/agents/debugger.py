@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.code_view import edit_and_view, short_paths
 from evoforge.agents.editing import EditError, parse_edit, unified_diff
-from evoforge.agents.prior_code import prior_code_blocks
+from evoforge.agents.prior_code import binding_sources
 from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import debugger_grammar
@@ -58,7 +58,7 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
         try:
             code, _, _ = apply_repaired_edit(
                 candidate_code, parse_edit(reply), fixed_from=state.parent["code"], evolve_block=res.task.evolve_block,
-                sources=[state.parent["code"], *prior_code_blocks(state.cognition)], required=res.task.entry_points)
+                sources=[state.parent["code"], *binding_sources(res, state.cognition)], required=res.task.entry_points)
             problems = code_problems(res.task, code)
             if problems:
                 raise EditError("; ".join(problems))

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from evoforge.agents.editing import changes_program, merge_definitions
+from evoforge.runtime.services import Services
 
 _FENCED = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 _WHOLE_STATEMENTS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
@@ -34,6 +35,21 @@ def prior_code_blocks(cognition: list[dict[str, Any]]) -> list[str]:
     """The fenced code blocks of the retrieved human priors in `cognition`, in retrieval order."""
     return [block for item in cognition if item.get("kind") == "prior"
             for block in _FENCED.findall(str(item.get("content", "")))]
+
+
+def binding_sources(res: Services, cognition: list[dict[str, Any]]) -> list[str]:
+    """The code an edit's unbound names may be bound from (unbound_names.py): the retrieved priors' code blocks,
+    then those of the task's other human priors; none with cognition off (`top_k: 0`, the ablation).
+
+    Not only the retrieved ones: a prior's function often calls one that another prior defines (measured
+    2026-12-04 19:36, circle_packing: the restarts prior's `construct_packing` calls the SLSQP prior's `optimise`,
+    which was not among the 4 retrieved, and the round went to static rejections for the unbound name)."""
+    if res.config.cognition.top_k <= 0:
+        return []
+    retrieved = {item.get("id") for item in cognition}
+    others = [{"kind": item.kind, "content": item.content}
+              for item in res.cognition.list(task=res.task.name, kind="prior") if item.id not in retrieved]
+    return [*prior_code_blocks(cognition), *prior_code_blocks(others)]
 
 
 def prior_code_candidate(parent_code: str, item: dict[str, Any]) -> str | None:

@@ -23,11 +23,11 @@ from evoforge.agents.editing import (
     require_change,
     unified_diff,
 )
-from evoforge.agents.prior_code import prior_code_blocks, prior_code_candidate
+from evoforge.agents.prior_code import binding_sources, prior_code_candidate
 from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import researcher_grammar
-from evoforge.agents.unbound_names import bind_unbound_names
+from evoforge.agents.unbound_names import bind_unbound_names, unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
@@ -91,12 +91,13 @@ def _idea_name(item: dict[str, Any]) -> str:
 
 
 def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]], parent_code: str,
-                         required: list[str], is_known: Callable[[str], bool],
+                         required: list[str], sources: list[str], is_known: Callable[[str], bool],
                          ) -> tuple[str, str, list[dict[str, Any]], list[str]] | None:
     """(title, code, cognition, repairs) for the first retrieved human prior, the focused one first, whose complete
     functions merged into the parent change it (see prior_code.py) into a program node memory does not hold, with
     `cognition` reordered to put that prior in focus; None where the config does not allow it or no prior gives
-    such code. The names the merge leaves unbound are bound again, as for any edit (unbound_names.py).
+    such code. The names the merge leaves unbound are bound again from `sources`, as for any edit
+    (unbound_names.py); a prior whose code still reads a name nothing binds is passed over.
 
     Not only the focused prior: measured on circle_packing (2026-12-03), the focus was often an idea without code
     that the 1.5B model would not write, and the rounds went to echoes of the parent while a retrieved prior held
@@ -109,8 +110,8 @@ def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]], par
         code = prior_code_candidate(parent_code, item)
         if code is None:
             continue
-        code, repairs = bind_unbound_names(parent_code, code, prior_code_blocks(cognition), required)
-        if not is_known(code):
+        code, repairs = bind_unbound_names(parent_code, code, sources, required)
+        if not unbound_names(code) and not is_known(code):
             return _idea_name(item), code, [item, *cognition[:position], *cognition[position + 1:]], repairs
     return None
 
@@ -125,7 +126,8 @@ def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, A
     def is_known(code: str) -> bool:
         return res.nodes.find_by_code_hash(state.run_id, code_hash(code)) is not None
 
-    prior = _prior_code_fallback(res.config, cognition, parent_code, res.task.entry_points, is_known)
+    prior = _prior_code_fallback(res.config, cognition, parent_code, res.task.entry_points,
+                                 binding_sources(res, cognition), is_known)
     if prior is not None:
         title, code, cognition, repairs = prior
         motivation = (f"The code the prior '{title}' gives, merged into the parent (the Researcher's reply "
@@ -190,7 +192,7 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             proposal = parse_proposal(reply)
             code, mode, repairs = apply_repaired_edit(
                 parent_code, proposal.edit, fixed_from=parent_code, evolve_block=res.task.evolve_block,
-                sources=prior_code_blocks(cognition), required=res.task.entry_points)
+                sources=binding_sources(res, cognition), required=res.task.entry_points)
             require_change(parent_code, code)  # a renamed copy of the parent's function, named back, is the parent
         except EditError as exc:
             unchanged = isinstance(exc, UnchangedEdit)
