@@ -30,6 +30,7 @@ from evoforge.config import RunConfig
 from evoforge.graph import routing
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
+from evoforge.runtime.state import State
 from evoforge.tools.evaluation import StageOutcome
 
 BOUNDS = RunConfig().bounds
@@ -333,6 +334,41 @@ def test_a_name_a_prior_calls_is_bound_from_a_prior_not_retrieved(monkeypatch: p
         assert after.candidate["edit_mode"] == "prior_code" and "def optimise(start):" in after.candidate["code"]
     else:  # cognition off (the ablation): no prior's code binds anything, and the restarts' would not run
         assert after.candidate["edit_mode"] == "tuned_constant"
+
+
+def _turned_back_as(verdict: str, nearest_id: str, *, passed_static: bool = True, **candidate_fields: Any) -> State:
+    return round_state(cognition=[_idea("penalty")], candidate=candidate(**candidate_fields),
+                       static_report={"ok": passed_static, "reasons": []},
+                       novelty_report={"verdict": verdict, "nearest_id": nearest_id, "nearest_name": "x",
+                                       "similarity": 0.9982, "reason": "embedding similarity"})
+
+
+def test_a_candidate_turned_back_as_its_parent_again_runs_the_fallback_without_a_call(
+        monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    monkeypatch.setattr(researcher, "ask", ScriptedAsk())  # any call fails the test
+    state = _turned_back_as("duplicate", "run-r0000-l0", conversation=[{"type": "human", "content": "the prompt"}])
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert after.candidate is not None and after.candidate["edit_mode"] == "tuned_constant"
+    assert after.candidate["conversation"] == [{"type": "human", "content": "the prompt"}], \
+        "the Analyzer continues the conversation that led to the echo"
+
+
+@pytest.mark.parametrize(("verdict", "nearest", "passed_static", "mode"), [
+    ("duplicate", "run-r0003-l0", True, "diff"),  # a repeat of another node: that idea was tried, ask again
+    ("duplicate", "run-r0000-l0", False, "diff"),  # the report is an earlier candidate's: this one failed statically
+    ("duplicate", "run-r0000-l0", True, "tuned_constant"),  # the fallback's own candidate: the model's turn
+    ("novel", None, True, "diff"),
+])
+def test_other_turned_back_candidates_ask_the_model_again(monkeypatch: pytest.MonkeyPatch, config: RunConfig,
+                                                          verdict: str, nearest: str | None, passed_static: bool,
+                                                          mode: str) -> None:
+    use_stand_ins(monkeypatch, researcher, config)
+    model = ScriptedAsk(USABLE)
+    monkeypatch.setattr(researcher, "ask", model)
+    state = _turned_back_as(verdict, nearest or "", passed_static=passed_static, edit_mode=mode)
+    after = advance(state, researcher.propose_candidate(state, runtime(config)))
+    assert len(model.calls) == 1 and after.candidate is not None and after.candidate["name"] == "wider_ring"
 
 
 def test_an_echo_with_no_priors_code_left_runs_a_parameter_experiment(monkeypatch: pytest.MonkeyPatch,

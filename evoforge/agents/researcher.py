@@ -72,7 +72,10 @@ def parse_proposal(reply: str) -> Proposal:
 
 
 def _candidate(name: str, motivation: str, original_code: str, code: str, mode: str, messages: list[Any],
-               reply: str, repairs: list[str] | None = None) -> dict[str, Any]:
+               reply: str, repairs: list[str] | None = None,
+               conversation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The candidate as the graph state holds it; `conversation` (message records) where the prompt and reply
+    that led to it were an earlier visit's, else `messages` and `reply`."""
     return {
         "name": name,
         "motivation": motivation,
@@ -81,7 +84,7 @@ def _candidate(name: str, motivation: str, original_code: str, code: str, mode: 
         "edit_mode": mode,
         "repairs": repairs or [],
         # the Analyzer continues this conversation, so a server's prompt cache serves its whole prefix
-        "conversation": message_records([*messages, AIMessage(reply)]),
+        "conversation": conversation if conversation is not None else message_records([*messages, AIMessage(reply)]),
     }
 
 
@@ -142,6 +145,23 @@ def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, A
     return tuning.name, tuning.motivation, tuning.code, TUNED_CONSTANT, cognition, []
 
 
+def _model_echoed_parent(state: State) -> bool:
+    """Whether the Novelty-Checker turned the round's last candidate back as its parent again (an embedding at or
+    above the duplicate threshold: a rename or a reworded line), where that candidate was the model's own edit.
+
+    Such a reply is an echo the fingerprint missed, and is answered like one, without another model call:
+    measured (2026-12-04 19:36, circle_packing), 3 of the 12 Researcher retries of a 20-minute run followed one,
+    and each gave another echo or a near one."""
+    report = state.novelty_report or {}
+    candidate = state.candidate or {}
+    # the novelty report is the last candidate's only when that candidate passed the static check (which runs
+    # first); after a static rejection it is an earlier candidate's
+    passed_static = bool((state.static_report or {}).get("ok"))
+    return (passed_static and report.get("verdict") == "duplicate" and report.get("nearest_id") is not None
+            and report.get("nearest_id") == (state.parent or {}).get("id")
+            and candidate.get("edit_mode") not in ("prior_code", TUNED_CONSTANT))
+
+
 def _next_idea(cognition: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`cognition` with its focused item moved to the end, so that the next try implements the next one; the
     same list when there is no other item."""
@@ -169,6 +189,15 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     # `max_parse_retries` bounds the round, not each visit: a static or novelty retry that follows unusable
     # replies gets one try, not a fresh allowance (a round of the 2026-12-03 benchmark made 7 Researcher calls)
     tries = max(1, res.config.bounds.max_parse_retries + 1 - state.parse_failures)
+    if _model_echoed_parent(state) and state.candidate is not None:
+        fallback = _unchanged_fallback(state, res, cognition, parent_code)
+        if fallback is not None:
+            name, motivation, code, mode, cognition, repairs = fallback
+            log.info("round %s: the candidate was the parent again (by its embedding); the candidate is %s (%s)",
+                     state.round, name, mode)
+            candidate = _candidate(name, motivation, original_code, code, mode, [], "", repairs,
+                                   conversation=state.candidate.get("conversation", []))
+            return {"candidate": candidate, "usage": usage, "cognition": cognition}
     for parse_try in range(tries):
         messages = render(
             res.task,
