@@ -131,3 +131,20 @@ def test_anchors_are_the_evolvable_lines_only() -> None:
     assert "def fixed" not in anchors and "EVOLVE-BLOCK" not in anchors and "import re" not in anchors
     whole = researcher_grammar(AWKWARD, evolve_block=False)
     assert '"def fixed():\\n"' in next(line for line in whole.splitlines() if line.startswith("anchor ::="))
+
+
+@pytest.mark.integration
+@pytest.mark.local_llm
+def test_a_reply_that_copies_its_prompt_is_drafted_by_ngram_lookup(server: LocalModelServer) -> None:
+    # the server runs with llama_server.SPECULATIVE: a SEARCH block copies the program's lines, which the n-gram
+    # lookup finds in the prompt, so most of them are drafted and accepted rather than generated one by one
+    program = load_task("circle_packing").seed_code()
+    prompt = (f"```python\n{program}```\nCopy the function compute_radii into a SEARCH block, unchanged, "
+              "and write a REPLACE block for it.\nNAME: copy\nMOTIVATION: copy it.\n")
+    response = _complete(server, prompt, researcher_grammar(program, evolve_block=True).replace(
+        'root ::= "NAME: " name "\\n" "MOTIVATION: " sentence (edits | rewrite)', "root ::= edits"), 160)
+    assert response.status_code == 200, response.text[:500]
+    body = response.json()
+    assert body["content"].startswith("<<<<<<< SEARCH\n"), body["content"][:200]
+    timings = body.get("timings", {})
+    assert timings.get("draft_n", 0) > 0 and timings.get("draft_n_accepted", 0) > 0, timings

@@ -84,6 +84,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+SPECULATIVE = "ngram-simple"
+"""llama.cpp's speculative decoding by n-gram lookup in the context: no draft model, and the reply keeps the
+target model's distribution (each drafted token is kept only where the model samples it). A Researcher's reply
+copies much of its prompt (the parent's lines into SEARCH, whole functions it rewrites). Measured on 8 recorded
+Researcher calls of a circle_packing run (Qwen2.5-Coder-1.5B, 2 cores, under the reply grammar, 2026-12-04): 70%
+of drafted tokens accepted, generation 28.2 tokens/s against 22.5 without, 304 s against 332 s for the 8 calls."""
+
+
 class LocalModelServer:
     """One `llama-server` process serving a GGUF file on 127.0.0.1 with `slots` parallel sequences.
 
@@ -103,6 +111,7 @@ class LocalModelServer:
         alias: str | None = None,
         n_threads: int = 2,
         slots: int = 1,
+        speculative: str | None = SPECULATIVE,
         startup_timeout_s: float = 180.0,
     ) -> None:
         if n_ctx < 512:
@@ -115,6 +124,7 @@ class LocalModelServer:
         self.alias = alias or self.model_path.stem
         self.n_threads = n_threads
         self.slots = slots
+        self.speculative = speculative
         self.startup_timeout_s = startup_timeout_s
         self.port: int | None = None
         self.log_path: Path | None = None
@@ -164,6 +174,7 @@ class LocalModelServer:
             # verdict, a report), and without it each would make the next Researcher call re-read its prompt
             "--cache-ram", str(PROMPT_CACHE_MIB),
             "--no-webui",
+            *(["--spec-type", self.speculative] if self.speculative else []),
         ]  # fmt: skip
         parent_pid = os.getpid()
         with self.log_path.open("ab") as log:
@@ -222,15 +233,17 @@ class LocalModelServer:
         process.wait()
 
 
-_SERVERS: dict[tuple[Path, int, int, int], LocalModelServer] = {}
+_SERVERS: dict[tuple[Path, int, int, int, str | None], LocalModelServer] = {}
 _SERVERS_LOCK = threading.Lock()
 
 
 def get_local_server(
-    model_path: Path, *, n_ctx: int, log_dir: Path, alias: str | None = None, n_threads: int = 2, slots: int = 1
+    model_path: Path, *, n_ctx: int, log_dir: Path, alias: str | None = None, n_threads: int = 2, slots: int = 1,
+    speculative: str | None = SPECULATIVE,
 ) -> LocalModelServer:
-    """The process-wide server for (model file, context size, threads, slots), started (again) if not running."""
-    key = (Path(model_path).resolve(), n_ctx, n_threads, slots)
+    """The process-wide server for (model file, context size, threads, slots, speculative decoding), started
+    (again) if not running."""
+    key = (Path(model_path).resolve(), n_ctx, n_threads, slots, speculative)
     with _SERVERS_LOCK:
         server = _SERVERS.get(key)
         if server is None or not server.running:
@@ -239,7 +252,8 @@ def get_local_server(
                     "llama.cpp server for %s had exited; restarting:\n%s", key[0].name, server.log_tail()
                 )
             server = LocalModelServer(
-                key[0], n_ctx=n_ctx, log_dir=log_dir, alias=alias, n_threads=n_threads, slots=slots
+                key[0], n_ctx=n_ctx, log_dir=log_dir, alias=alias, n_threads=n_threads, slots=slots,
+                speculative=speculative,
             ).start()
             _SERVERS[key] = server
         return server

@@ -61,6 +61,7 @@ def _local_server_url(cfg: ModelConfig, state_dir: Path) -> str:
         alias=cfg.model,
         n_threads=cfg.threads,
         slots=cfg.slots or 1,
+        speculative=None if cfg.speculative == "none" else cfg.speculative,
     )
     return server.url
 
