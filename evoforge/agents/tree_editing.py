@@ -72,9 +72,7 @@ def split_changes(reply: str) -> list[FileChange]:
                 where = "fence"
         elif where == "search" and _DIVIDER_LINE.match(line):
             where = "replace"
-        elif where == "replace" and _REPLACE_LINE.match(line):
-            where = "outside"
-        elif where == "fence" and _FENCE_LINE.match(line):
+        elif (where == "replace" and _REPLACE_LINE.match(line)) or (where == "fence" and _FENCE_LINE.match(line)):
             where = "outside"
         body.append(line)
     close()

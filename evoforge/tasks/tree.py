@@ -231,9 +231,10 @@ class ProgramTree:
                 return prefix
         return None
 
-    def materialize(self, bundle: str, dest: Path) -> list[str]:
+    def materialize(self, bundle: str, dest: Path, *, read_only: bool = True) -> list[str]:
         """Write the whole tree (fixed files from disk, evolvable ones from `bundle`) into the new directory
-        `dest`; returns the fixed paths written, made read-only (0444) so a job cannot change them in place.
+        `dest`; returns the fixed paths written, made read-only (0444, with `read_only`) so a job cannot change
+        them in place.
 
         A symlink of the tree is recreated only when it resolves inside the tree; one that leads outside is
         left out, so a sandbox never sees a way out of its work dir."""
@@ -251,7 +252,7 @@ class ProgramTree:
                     target.symlink_to(os.readlink(source))
                 continue
             shutil.copyfile(source, target)
-            target.chmod(0o444)
+            target.chmod(0o444 if read_only else 0o644)
             fixed.append(rel)
         for rel, content in files.items():
             checked = checked_path(rel)  # a bundle from node memory is data: its paths are checked again
