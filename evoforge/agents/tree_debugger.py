@@ -15,7 +15,7 @@ from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import tree_reply_grammar
 from evoforge.agents.static_checker import code_problems
 from evoforge.agents.tree_editing import apply_tree_reply
-from evoforge.agents.tree_researcher import tree_diff
+from evoforge.agents.tree_researcher import bind_tree_names, tree_diff
 from evoforge.agents.tree_view import shown_files, traceback_location, tree_paths
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
@@ -55,6 +55,8 @@ def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str,
         update["usage"] = add_usage(state.usage, "debugger", usage)
         try:
             code, _ = apply_tree_reply(res.task.program_tree, candidate_code, reply)
+            parent_sources = [text for path, text in decode_bundle(state.parent["code"]).items() if path.endswith(".py")]
+            code, _ = bind_tree_names(candidate_code, code, parent_sources, res.task.program, res.task.entry_points)
             problems = code_problems(res.task, code, parent_code=candidate_code)
             if problems:
                 raise EditError("; ".join(problems))

@@ -12,15 +12,17 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
 from evoforge.agents.editing import EditError
+from evoforge.agents.prior_code import prior_code_blocks
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import tree_reply_grammar
 from evoforge.agents.tree_editing import apply_tree_reply
 from evoforge.agents.tree_view import tree_prompt
+from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
-from evoforge.tasks.tree import bundle_diff, decode_bundle
+from evoforge.tasks.tree import bundle_diff, changed_paths, decode_bundle, encode_bundle
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,20 @@ def reply_heading(reply: str) -> tuple[str, str]:
 def tree_diff(parent: str, child: str) -> str:
     """The candidate's change, file by file (`a/PATH` -> `b/PATH`), as stored in the node's diff."""
     return "\n".join(bundle_diff(parent, child, context=2)) + "\n"
+
+
+def bind_tree_names(parent: str, child: str, sources: list[str], program: str,
+                    entry_points: list[str]) -> tuple[str, list[str]]:
+    """`child` with the names each changed Python file reads but never binds bound again
+    (`unbound_names.bind_unbound_names`, against that file of the parent), and a note per repair."""
+    before, files = decode_bundle(parent), decode_bundle(child)
+    notes: list[str] = []
+    for path in changed_paths(parent, child):
+        if path in files and path.endswith(".py"):
+            required = entry_points if path == program else []
+            files[path], bound = bind_unbound_names(before.get(path, ""), files[path], sources, required)
+            notes += [f"{path}: {note}" for note in bound]
+    return (encode_bundle(files), notes) if notes else (child, [])
 
 
 def propose_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
@@ -73,6 +89,8 @@ def propose_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[st
         usage = add_usage(usage, "researcher", call_usage)
         try:
             code, modes = apply_tree_reply(tree, parent_code, reply)
+            code, repairs = bind_tree_names(parent_code, code, prior_code_blocks(state.cognition),
+                                            res.task.program, res.task.entry_points)
         except EditError as exc:
             log.info("round %s: reply %d turned back: %s", state.round, parse_try + 1, exc)
             excerpt = " ".join(reply.split())[:160]
@@ -81,7 +99,7 @@ def propose_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[st
             continue
         name, motivation = reply_heading(reply)
         candidate = {"name": name or f"candidate_r{state.round}", "motivation": motivation, "code": code,
-                     "diff": tree_diff(parent_code, code), "edit_mode": "files", "files": modes, "repairs": [],
+                     "diff": tree_diff(parent_code, code), "edit_mode": "files", "files": modes, "repairs": repairs,
                      # the Analyzer continues this conversation, so a server's prompt cache serves its prefix
                      "conversation": message_records([*messages, AIMessage(reply)])}
         return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors),
