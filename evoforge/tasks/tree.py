@@ -207,8 +207,16 @@ class ProgramTree:
             return (f"path {path!r} goes through the symlink {through!r} "
                     f"(-> {os.readlink(self.root / through)}): files are changed only at their real place inside "
                     "the tree"), path
+        entries = self.entries()
+        parts = path.split("/")
+        inside = next((prefix for end in range(1, len(parts))
+                       if (prefix := "/".join(parts[:end])) in entries or prefix in current), None)
+        if inside is not None:
+            return f"path {path!r} goes inside {inside!r}, which is a file", path
+        if (self.root / path).is_dir() and not (self.root / path).is_symlink():
+            return f"path {path!r} is a directory of the tree, not a file", path
         if not self.is_evolvable(path):
-            if path in self.entries():
+            if path in entries:
                 return (f"{path!r} is a fixed file of the task: only {', '.join(self.evolve)} may change"), path
             return f"{path!r} is not evolvable: it matches none of {', '.join(self.evolve)}", path
         if action == "edit" and path not in current:
