@@ -176,3 +176,33 @@ def test_materialize_writes_the_whole_tree_with_fixed_files_read_only(tmp_path: 
     assert (dest / "model.py").stat().st_mode & 0o222 == 0
     assert (dest / "config.yaml").read_text() == "lr: 0.3\nsteps: 10\n"
     assert not (dest / "escape").exists() and not (dest / "escape").is_symlink(), "a symlink out is left out"
+
+
+def test_static_checks_run_per_changed_file_and_name_it(tmp_path: Path) -> None:
+    from evoforge.agents.static_checker import code_problems
+
+    task = load_task(make_task(tmp_path))
+    seed = task.seed_code()
+    files = decode_bundle(seed)
+    files["src/mixer.py"] = "import src.helpers\nimport socketserver_nope\ndef mix(x):\n    return y\n"
+    files["config.yaml"] = "lr: [0.1\n"
+    problems = code_problems(task, encode_bundle(files), parent_code=seed)
+    assert any(p.startswith("src/mixer.py: ") and "undefined name 'y'" in p for p in problems), problems
+    assert any("module 'socketserver_nope' is not installed" in p for p in problems)
+    assert not any("'src'" in p for p in problems), "the tree's own packages count as installed"
+    assert any(p.startswith("config.yaml: not valid YAML") for p in problems)
+    assert not any(p.startswith("train.py") for p in problems), "an unchanged file is not checked again"
+    files["train.py"] = "def train(:\n"
+    assert any(p.startswith("train.py: SyntaxError") for p in code_problems(task, encode_bundle(files)))
+
+
+def test_the_view_leads_with_a_file_and_outlines_beyond_the_budget() -> None:
+    from evoforge.agents.tree_view import FILES_BUDGET_CHARS, shown_files, traceback_location, tree_paths
+
+    big = "def f():\n    return 1\n" + "# filler\n" * (FILES_BUDGET_CHARS // 9)
+    shown = shown_files({"a.py": "x = 1\n", "b.py": big, "c.yaml": "k: v\n"}, first="c.yaml")
+    assert [s.path for s in shown] == ["c.yaml", "a.py", "b.py"]
+    assert [s.outline for s in shown] == [False, False, True] and shown[2].text == "def f():"
+    trace = 'Traceback:\n  File "/w/program/src/m.py", line 4, in f\n  File "/usr/lib/x/y.py", line 9\nE'
+    assert traceback_location(trace) == ("src/m.py", 4)
+    assert 'File "src/m.py", line 4' in tree_paths(trace) and 'File "y.py", line 9' in tree_paths(trace)

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask, message_records
-from evoforge.agents.editing import EditError
+from evoforge.agents.editing import EditError, unified_diff
 from evoforge.agents.prior_code import prior_code_blocks
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import tree_reply_grammar
@@ -22,7 +22,7 @@ from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
-from evoforge.tasks.tree import bundle_diff, changed_paths, decode_bundle, encode_bundle
+from evoforge.tasks.tree import changed_paths, decode_bundle, encode_bundle
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def reply_heading(reply: str) -> tuple[str, str]:
 
 def tree_diff(parent: str, child: str) -> str:
     """The candidate's change, file by file (`a/PATH` -> `b/PATH`), as stored in the node's diff."""
-    return "\n".join(bundle_diff(parent, child, context=2)) + "\n"
+    return unified_diff(parent, child, context=2)
 
 
 def bind_tree_names(parent: str, child: str, sources: list[str], program: str,
