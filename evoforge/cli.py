@@ -161,7 +161,7 @@ def best(run_id: str, out: Annotated[Path | None, typer.Option("--out", "-o")] =
         _fail(f"run {run_id!r} has no valid node yet")
     task = load_task(run_record.task_dir)
     if task.is_tree and out:
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
             _fail(f"--out {out}: a tree program is written into a new or empty directory")
         if out.exists():
             out.rmdir()  # empty: materialize makes the directory itself

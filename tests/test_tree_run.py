@@ -98,13 +98,13 @@ def test_a_tree_run_changes_two_files_then_a_third(database: Database, tmp_path:
     assert (out / "model.py").read_text() == (task_dir / "repo" / "model.py").read_text()
     diff = runner.invoke(app, ["diff", seed.id, second.id])
     assert diff.exit_code == 0
-    assert {line[6:] for line in diff.output.splitlines() if line.startswith("+++ b/")} == {
+    assert {line[6:] for line in diff.stdout.splitlines() if line.startswith("+++ b/")} == {
         "config.yaml", "mixer.py", "train.py"}
     show = runner.invoke(app, ["show", second.id])
     assert "file config.yaml (changed)" in show.output and "file mixer.py (unchanged)" in show.output
     evaluated = runner.invoke(app, ["evaluate", str(task_dir), str(out), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.output.strip().splitlines()[-1])["score"] == pytest.approx(second.score)
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["score"] == pytest.approx(second.score)
 
     data = collect_run(services.get_services(config).nodes, "tree")
     html = write_report(data, tmp_path / "report").read_text()
