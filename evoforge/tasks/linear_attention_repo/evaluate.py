@@ -12,10 +12,9 @@ import math
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
-
-from evoforge.tasks.task_scripts import evaluator_main
 
 SETTINGS_ENV = "EVOFORGE_STAGE_SETTINGS"
 TRACEBACK_START = "Traceback (most recent call last):"
@@ -35,7 +34,7 @@ def record_tree_view(tree: Path, results: Path) -> None:
 def evaluate(program: Path, stage: str) -> dict[str, Any]:
     settings = json.loads(os.environ.get(SETTINGS_ENV) or "{}")
     tree = program.resolve()
-    record_tree_view(tree, Path(sys.argv[2]))
+    record_tree_view(tree, Path(sys.argv[2]))  # the results dir of the command line
     child = subprocess.run([sys.executable, str(tree / "run.py"), json.dumps(settings)], cwd=tree,
                            capture_output=True, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     if child.returncode != 0:
@@ -63,5 +62,19 @@ def evaluate(program: Path, stage: str) -> dict[str, Any]:
             "traceback": None, "artifacts": {}}
 
 
+def main() -> None:
+    """The contract's command line; an exception here is the evaluator's own fault, reported as such. (No import
+    of evoforge: the script runs with nothing but torch and yaml, in any sandbox image.)"""
+    program, results = Path(sys.argv[1]), Path(sys.argv[2])
+    stage = sys.argv[sys.argv.index("--stage") + 1] if "--stage" in sys.argv else "quick"
+    results.mkdir(parents=True, exist_ok=True)
+    try:
+        report = evaluate(program, stage)
+    except Exception as exc:  # an evaluator fault (bad settings, a broken environment)
+        report = {"score": None, "valid": False, "metrics": {}, "error": f"evaluator error: {exc}",
+                  "feedback": None, "traceback": None, "evaluator_traceback": traceback.format_exc()}
+    (results / "metrics.json").write_text(json.dumps(report, indent=1))
+
+
 if __name__ == "__main__":
-    evaluator_main(evaluate, __doc__ or "")
+    main()
