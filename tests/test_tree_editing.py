@@ -206,3 +206,13 @@ def test_the_view_leads_with_a_file_and_outlines_beyond_the_budget() -> None:
     trace = 'Traceback:\n  File "/w/program/src/m.py", line 4, in f\n  File "/usr/lib/x/y.py", line 9\nE'
     assert traceback_location(trace) == ("src/m.py", 4)
     assert 'File "src/m.py", line 4' in tree_paths(trace) and 'File "y.py", line 9' in tree_paths(trace)
+
+
+def test_imports_bound_again_go_below_the_docstring_and_future_imports() -> None:
+    from evoforge.agents.tree_researcher import imports_below_header
+
+    text = 'import math\n\n"""Doc."""\n\nfrom __future__ import annotations\n\nimport torch\nx = math.pi\n'
+    fixed = imports_below_header(text)
+    assert fixed == '"""Doc."""\n\nfrom __future__ import annotations\nimport math\n\nimport torch\nx = math.pi\n'
+    compile(fixed, "f", "exec")
+    assert imports_below_header("import math\nx = 1\n") == "import math\nx = 1\n"

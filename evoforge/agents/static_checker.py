@@ -81,6 +81,14 @@ def tree_problems(task: TaskSpec, code: str, parent_code: str | None) -> list[st
         if before.get(path) == text:
             continue
         if path.endswith(".py"):
+            try:  # what ast.parse lets through and the import would not (a misplaced __future__ import)
+                compile(text, path, "exec")
+            except SyntaxError as exc:
+                problems.append(f"{path}: SyntaxError at line {exc.lineno}: {exc.msg}")
+                continue
+            except ValueError as exc:
+                problems.append(f"{path}: {exc}")
+                continue
             entry_points = task.entry_points if path == task.program else []
             problems += [f"{path}: {problem}" for problem in _python_problems(task, text, entry_points, local)]
         elif path.endswith((".yaml", ".yml", ".json")):

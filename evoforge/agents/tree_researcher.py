@@ -3,6 +3,7 @@ addressed to files (`tree_editing.py`); a refused or unusable reply is retried w
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 from typing import Any
@@ -49,6 +50,36 @@ def tree_diff(parent: str, child: str) -> str:
     return unified_diff(parent, child, context=2)
 
 
+def imports_below_header(text: str) -> str:
+    """`text` with the imports put at its very top moved below the module docstring and `from __future__` lines,
+    where Python needs them; `text` itself when it compiles. `merge_definitions` puts new imports at the top of
+    a file, which is right for a region but not for a whole module (seen with the embedded 1.5B model: `import
+    math` above train.py's docstring and `from __future__ import annotations`, a SyntaxError)."""
+    try:
+        compile(text, "file", "exec")
+        return text
+    except SyntaxError:
+        pass
+    lines = text.splitlines(keepends=True)
+    first = 0
+    while first < len(lines) and (not lines[first].strip() or (
+            lines[first].startswith(("import ", "from ")) and "__future__" not in lines[first])):
+        first += 1
+    moved, rest = [line for line in lines[:first] if line.strip()], "".join(lines[first:])
+    try:
+        body = ast.parse(rest).body
+    except SyntaxError:
+        return text
+    header_end = 0
+    for position, node in enumerate(body):
+        is_docstring = position == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        if not (is_docstring or (isinstance(node, ast.ImportFrom) and node.module == "__future__")):
+            break
+        header_end = node.end_lineno or node.lineno
+    rest_lines = rest.splitlines(keepends=True)
+    return "".join([*rest_lines[:header_end], *moved, *rest_lines[header_end:]])
+
+
 def bind_tree_names(parent: str, child: str, sources: list[str], program: str,
                     entry_points: list[str]) -> tuple[str, list[str]]:
     """`child` with the names each changed Python file reads but never binds bound again
@@ -58,7 +89,8 @@ def bind_tree_names(parent: str, child: str, sources: list[str], program: str,
     for path in changed_paths(parent, child):
         if path in files and path.endswith(".py"):
             required = entry_points if path == program else []
-            files[path], bound = bind_unbound_names(before.get(path, ""), files[path], sources, required)
+            text, bound = bind_unbound_names(before.get(path, ""), files[path], sources, required)
+            files[path] = imports_below_header(text) if bound else text
             notes += [f"{path}: {note}" for note in bound]
     return (encode_bundle(files), notes) if notes else (child, [])
 
