@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +20,9 @@ from evoforge.commands import errors as error_handling
 from evoforge.commands import inspect as inspect_commands
 from evoforge.commands import studio as studio_commands
 from evoforge.config import ConfigError, RunConfig, load_config
+
+if TYPE_CHECKING:
+    from evoforge.tasks.spec import TaskSpec
 
 app = typer.Typer(cls=error_handling.UserErrorsAsOneLine, add_completion=False, no_args_is_help=True,
                   help="EvoForge: an autonomous research loop.")
@@ -144,7 +148,7 @@ def status(run_id: Annotated[str | None, typer.Argument()] = None) -> None:
 
 @app.command()
 def best(run_id: str, out: Annotated[Path | None, typer.Option("--out", "-o")] = None) -> None:
-    """Print (or write to --out) the best program of a run."""
+    """Print (or write to --out) the best program of a run; a tree task's --out DIR gets the whole tree."""
     from evoforge.runtime.services import open_store
     from evoforge.tasks.spec import load_task
 
@@ -155,7 +159,15 @@ def best(run_id: str, out: Annotated[Path | None, typer.Option("--out", "-o")] =
     node = nodes.best_node(run_id, load_task(run_record.task_dir).score.direction)
     if node is None:
         _fail(f"run {run_id!r} has no valid node yet")
-    if out:
+    task = load_task(run_record.task_dir)
+    if task.is_tree and out:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            _fail(f"--out {out}: a tree program is written into a new or empty directory")
+        if out.exists():
+            out.rmdir()  # empty: materialize makes the directory itself
+        task.program_tree.materialize(node.code, out, read_only=False)
+        console.print(f"best node {node.id} (score {node.score}): the whole tree written to {out}")
+    elif out:
         out.write_text(node.code)
         console.print(f"best node {node.id} (score {node.score}) written to {out}")
     else:
@@ -187,7 +199,7 @@ def evaluate(
     config = _config(config_file, task=task)
     spec = load_task(task)
     stages = [spec.stage(stage)] if stage else spec.stages
-    code = _read_program(program)
+    code = _read_tree(spec, program) if spec.is_tree and program.is_dir() else _read_program(program)
     sandbox = sandbox_for(config.sandbox)
     with tempfile.TemporaryDirectory(prefix="evoforge-evaluate-") as scratch:
         workroot = keep or Path(scratch)
@@ -211,6 +223,17 @@ def evaluate(
         console.print(f"[bold red]error:[/] the evaluator of task {spec.name!r} failed, so the program has no "
                       f"result: {escape(outcome.error or 'no reason given')}")
         raise typer.Exit(1)
+
+
+def _read_tree(spec: TaskSpec, directory: Path) -> str:
+    """A tree task's program from a directory laid out like its tree (one `best --out DIR` wrote): the bundle of
+    its evolvable files; the fixed files always come from the task."""
+    from evoforge.tasks.tree import encode_bundle
+
+    files = dataclasses.replace(spec.program_tree, root=directory.resolve(), excluded=frozenset()).seed_files()
+    if not files:
+        _fail(f"program {directory} holds none of the task's evolvable files ({', '.join(spec.evolve)})")
+    return encode_bundle(files)
 
 
 def _read_program(path: Path) -> str:

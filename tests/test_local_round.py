@@ -46,3 +46,32 @@ def test_one_real_round_on_circle_packing(database: Database, tmp_path: Path) ->
     if node.status not in ("parse_failed", "static_rejected", "duplicate"):
         assert "analyze_result" in steps and node.analysis.strip()
         assert node.stage_results, "an evaluated candidate has stage results"
+
+
+def test_one_real_round_on_the_tree_task(database: Database, tmp_path: Path) -> None:
+    """The embedded 1.5B model, the tree prompt and its file-addressed grammar, on linear_attention_repo."""
+    import json
+
+    from evoforge.tasks.tree import decode_bundle, is_bundle
+
+    config = RunConfig(
+        task="linear_attention_repo", rounds=1, llm={"provider": "local", "model": "qwen2.5-coder-1.5b"},
+        database_url=database.url, state_dir=tmp_path / "state", cognition={"top_k": 2},
+        sampling={"inspirations": 0},
+        bounds={"max_parse_retries": 1, "max_static_retries": 0, "max_novelty_retries": 0, "max_debug_attempts": 1},
+    )
+    steps: list[str] = []
+    outcome = start_run(config, "local-tree", on_update=lambda node, update: steps.append(node))
+    assert outcome.state["stop_reason"] == "1 round done"
+    nodes = services.get_services(config).nodes.list_nodes("local-tree")
+    assert [n.round for n in nodes] == [0, 1]
+    node = nodes[1]
+    print(f"local model tree round: {node.name!r} {node.status} score={node.score} error={node.error}\n"
+          f"feedback={node.feedback}\ndiff:\n{node.diff}")
+    calls = [json.loads(line) for line in (config.node_dir("local-tree", node.id) / "llm_calls.jsonl").open()]
+    researcher = [call for call in calls if call["role"] == "researcher"]
+    assert researcher and "## The tree" in researcher[0]["messages"][-1]["content"]
+    assert all(call.get("reply", "").startswith("NAME: ") for call in researcher if "reply" in call), "the grammar"
+    if node.status != "parse_failed":
+        assert is_bundle(node.code) and set(decode_bundle(node.code)) >= {"mixer.py", "train.py"}
+        assert node.diff.count("+++ b/") >= 1

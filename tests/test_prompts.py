@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from evoforge.agents.analyzer import stage_views
 from evoforge.agents.prompting import FOLLOW_UP_ROLES, ROLES_WITH_PROMPTS, render, render_follow_up
+from evoforge.agents.tree_view import ShownFile
 from evoforge.tasks.spec import TaskSpec, list_builtin_tasks, load_task
 
 NODE = {
@@ -61,6 +62,13 @@ VARIABLES = {
     "novelty_judge": {"nearest": NODE, "candidate": CANDIDATE},
     "static_review": {"candidate": CANDIDATE},
 }
+TREE_FILES = [ShownFile("src/mixer.py", "x = 2\n", False, "python"), ShownFile("train.py", "def train(): ...", True,
+                                                                               "python")]
+VARIABLES["researcher_tree"] = {**VARIABLES["researcher"], "tree_map": ["model.py  (40 bytes, fixed)"],
+                                "files": TREE_FILES, "fixed_outlines": [ShownFile("model.py", "def f():", True,
+                                                                                  "python")]}
+VARIABLES["debugger_tree"] = {**VARIABLES["debugger"], "files": TREE_FILES, "location": ("model.py", 3),
+                              "evolvable": ["src/mixer.py", "train.py"]}
 
 
 @pytest.mark.parametrize("task_name", list_builtin_tasks())
@@ -157,3 +165,12 @@ def test_the_analyzer_sees_each_stage_only_for_what_it_adds() -> None:
     assert 'metrics (those that changed since stage quick): {"repeats":2}' in text
     assert text.count("feedback: fine") == 1 and text.count("artifacts:") == 1
     assert text.index("artifacts:") > text.index("Stage full"), "the artifacts of the last stage that has them"
+
+
+def test_a_tree_prompt_shows_the_map_the_files_and_where_the_traceback_points() -> None:
+    task = load_task("circle_packing")
+    _, user = render(task, "researcher_tree", **VARIABLES["researcher_tree"])
+    assert "model.py  (40 bytes, fixed)" in user.content and "FILE: src/mixer.py\n```python\nx = 2" in user.content
+    assert "FILE: train.py (outline only" in user.content
+    _, debug = render(task, "debugger_tree", **VARIABLES["debugger_tree"])
+    assert "last frame in the tree is model.py, line 3 (a fixed file" in debug.content

@@ -16,10 +16,12 @@ from evoforge.agents.reply_grammar import (
     MAX_REPORT_LINE_CHARS,
     debugger_grammar,
     researcher_grammar,
+    tree_reply_grammar,
 )
 from evoforge.llm import ensure_model_file, models_dir
 from evoforge.llm.llama_server import LocalModelServer
 from evoforge.tasks.spec import list_builtin_tasks, load_task
+from evoforge.tasks.tree import decode_bundle
 
 AWKWARD = '''import re
 # EVOLVE-BLOCK-START
@@ -66,6 +68,11 @@ def test_the_server_refuses_a_broken_grammar(server: LocalModelServer) -> None:
 @pytest.mark.parametrize("task_name", list_builtin_tasks())
 def test_grammars_of_every_seed_program_parse(server: LocalModelServer, task_name: str) -> None:
     task = load_task(task_name)
+    if task.is_tree:  # file-addressed replies, each file's SEARCH lines its own
+        files = decode_bundle(task.seed_code())
+        _parses(server, tree_reply_grammar(files, first_line="NAME"))
+        _parses(server, tree_reply_grammar(files, first_line="FIX"))
+        return
     program = task.program_path.read_text()
     _parses(server, researcher_grammar(program, evolve_block=task.evolve_block))
     _parses(server, debugger_grammar(program, evolve_block=task.evolve_block))

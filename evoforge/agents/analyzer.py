@@ -66,6 +66,7 @@ def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     # the conversation shows the reply's edit; a repaired or patched program needs its own diff
     changed_since_reply = (state.debug_attempts > 0 or bool((state.static_report or {}).get("repaired"))
                            or bool((state.candidate or {}).get("repairs")))
+    per_file = res.task.is_tree  # a tree candidate's change is shown file by file, whatever made it
     messages = render_follow_up(
         res.task,
         "analyzer",
@@ -75,7 +76,8 @@ def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         best_score=state.best_score,
         status=state.status,
         error=state.error,
-        diff=state.candidate.get("diff", "") if changed_since_reply else "",
+        diff=state.candidate.get("diff", "") if changed_since_reply or per_file else "",
+        per_file=per_file,
         stage_results=stage_views(state.stage_results),
     )
     try:

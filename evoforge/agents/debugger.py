@@ -22,6 +22,7 @@ from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import debugger_grammar
 from evoforge.agents.static_checker import code_problems
+from evoforge.agents.tree_debugger import debug_tree_candidate
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
@@ -35,6 +36,8 @@ _FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE
 def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     """Patch the failing candidate; a usable patch goes back to the Engineer from the first stage."""
     res = services_for(state.run_id, runtime)
+    if res.task.is_tree:  # file-addressed fixes, the traceback's file first
+        return debug_tree_candidate(state, runtime)
     assert state.candidate is not None and state.parent is not None and state.stage_results
     failure = state.stage_results[-1]
     attempts = state.debug_attempts + 1

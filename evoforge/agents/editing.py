@@ -8,6 +8,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from evoforge.tasks.tree import bundle_diff, is_bundle
+
 BLOCK_START = "EVOLVE-BLOCK-START"
 BLOCK_END = "EVOLVE-BLOCK-END"
 
@@ -344,6 +346,9 @@ def _without_fixed_copies(block: str, fixed_code: str) -> str:
 
 
 def unified_diff(parent_code: str, child_code: str, *, context: int = 2) -> str:
+    """The child's change against its parent; file by file for two tree programs (`tree.bundle_diff`)."""
+    if is_bundle(parent_code) and is_bundle(child_code):
+        return "\n".join(bundle_diff(parent_code, child_code, context=context)) + "\n"
     return "".join(
         difflib.unified_diff(
             parent_code.splitlines(keepends=True),

@@ -18,7 +18,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from evoforge.tasks.spec import TaskSpec
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
-ROLES_WITH_PROMPTS = ("researcher", "debugger", "novelty_judge", "static_review")
+ROLES_WITH_PROMPTS = ("researcher", "debugger", "novelty_judge", "static_review", "researcher_tree", "debugger_tree")
 """Roles with a conversation of their own: a system and a user template."""
 FOLLOW_UP_ROLES = ("analyzer",)
 """Roles that continue the Researcher's conversation with one more user turn (a user template only): the

@@ -114,3 +114,39 @@ the embedded 1.5B model (two 20-minute runs, 2026-12-03): unconstrained, 10 of 1
 cap inside a long RESULT or FAILED paragraph, so 2 had a NEXT line and 2 a lesson to write back. With four lines
 (RESULT, WORKED, FAILED, NEXT; 2026-12-04 19:28) every line ran to the cap, ~167 tokens a report and 8.5 s of
 generation, and WORKED and FAILED said again what RESULT had said: RESULT now holds what happened and why."""
+
+
+MAX_FILE_SECTIONS = 4
+"""A tree reply changes at most this many files: room for an idea that spans a model, its training loop and its
+config, not for a rewrite of the repository."""
+
+_TREE_RULES = f"""
+sections ::= section ("\\n"? section){{0,{MAX_FILE_SECTIONS - 1}}}
+section ::= "FILE: " edited | "NEW FILE: " new-path "\\n" whole-file | "DELETE FILE: " evolvable-path "\\n"
+new-path ::= [A-Za-z0-9_./-]{{1,120}}
+whole-file ::= "```" [a-z]{{0,8}} "\\n" code-line+ "```\\n"
+code-line ::= "\\n" | [^`<=>\\n] [^\\n]* "\\n"
+new-line ::= "\\n" | [^>`\\n] [^\\n]* "\\n"
+"""
+# Paths after NEW FILE are free: a path the task forbids (a fixed file, `..`) is turned back by the parser with the
+# reason, which tells the model more than a grammar that never lets it try.
+
+
+def tree_reply_grammar(files: dict[str, str], *, first_line: str) -> str:
+    """A Researcher's (`first_line` 'NAME') or Debugger's ('FIX') reply to a tree program: the heading, then one
+    to `MAX_FILE_SECTIONS` file sections; an edited file's SEARCH lines are drawn from that file's own lines."""
+    heading = ('"NAME: " [A-Za-z0-9_]+ "\\n" "MOTIVATION: " sentence' if first_line == "NAME"
+               else '"FIX: " sentence')
+    rules = [f"root ::= {heading} sections", f"sentence ::= [^\\n]{{1,{MAX_SENTENCE_CHARS}}} \"\\n\"",
+             _TREE_RULES.strip()]
+    edited, paths = [], []
+    for number, (path, text) in enumerate(sorted(files.items())):
+        paths.append(_literal(path).removesuffix('\\n"') + '"')
+        lines = sorted({line.rstrip("\r") for line in text.splitlines()} - {""})
+        rules.append(f"anchor-{number} ::= " + " | ".join([_literal(line) for line in lines] + ['"\\n"']))
+        rules.append(f'block-{number} ::= "<<<<<<< SEARCH\\n" anchor-{number}{{1,{MAX_SEARCH_LINES}}} "=======\\n" '
+                     f'new-line{{1,{MAX_REPLACE_LINES}}} ">>>>>>> REPLACE\\n"')
+        edited.append(f'{paths[-1]} "\\n" (block-{number} ("\\n"? block-{number}){{0,{MAX_BLOCKS - 1}}} | whole-file)')
+    rules.append("edited ::= " + " | ".join(f"({choice})" for choice in edited))
+    rules.append("evolvable-path ::= " + " | ".join(paths))
+    return "\n".join(rules)

@@ -27,6 +27,7 @@ from evoforge.agents.prior_code import binding_sources, prior_code_candidate
 from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import researcher_grammar
+from evoforge.agents.tree_researcher import propose_tree_candidate
 from evoforge.agents.unbound_names import bind_unbound_names, unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
@@ -177,6 +178,8 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     left the program unchanged with an idea in focus, the retry takes the next idea: the model would not write
     that one."""
     res = services_for(state.run_id, runtime)
+    if res.task.is_tree:  # a tree task's replies address files: its own prompt, grammar and parser
+        return propose_tree_candidate(state, runtime)
     assert state.parent is not None, "sample_context must choose a parent before the Researcher runs"
     original_code: str = state.parent["code"]
     parent_code, shown_code = edit_and_view(original_code, compact=res.config.compact_parent)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import logging
 import sys
 from typing import Any
 
+import yaml
 from langgraph.runtime import Runtime
 from pyflakes import checker as pyflakes_checker
 from pyflakes import messages as pyflakes_messages
@@ -25,6 +27,7 @@ from evoforge.llm.usage import LLMCallError
 from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.spec import TaskSpec
+from evoforge.tasks.tree import BundleError, decode_bundle, is_bundle
 from evoforge.tools.evaluation import run_static_check
 
 log = logging.getLogger(__name__)
@@ -53,10 +56,52 @@ def _imported_modules(tree: ast.Module) -> list[tuple[str, int]]:
     return found
 
 
-def code_problems(task: TaskSpec, code: str) -> list[str]:
-    """Problems found without running anything; empty when the code may go on."""
+def code_problems(task: TaskSpec, code: str, *, parent_code: str | None = None) -> list[str]:
+    """Problems found without running anything; empty when the code may go on. A tree program's files are
+    checked one by one, only those that differ from `parent_code` when it is given."""
     if len(code) > task.rules.max_code_chars:
         return [f"the program has {len(code)} characters; the limit is {task.rules.max_code_chars}"]
+    if task.is_tree:
+        return tree_problems(task, code, parent_code)
+    return _python_problems(task, code, task.entry_points)
+
+
+def tree_problems(task: TaskSpec, code: str, parent_code: str | None) -> list[str]:
+    """Per changed file: a Python file's checks (`_python_problems`; entry points in the task's `program`), a
+    YAML or JSON file's syntax; each problem names its file."""
+    try:
+        files = decode_bundle(code)
+    except BundleError as exc:
+        return [f"the candidate is not a tree program: {exc}"]
+    before = decode_bundle(parent_code) if parent_code and is_bundle(parent_code) else {}
+    # the tree's own top-level modules and packages are importable in the sandbox (its directory is the cwd)
+    local = {path.split("/")[0].removesuffix(".py") for path in [*task.program_tree.fixed_files(), *files]}
+    problems = [f"{task.program}: the task's program file was deleted"] if task.program and task.program not in files else []
+    for path, text in files.items():
+        if before.get(path) == text:
+            continue
+        if path.endswith(".py"):
+            try:  # what ast.parse lets through and the import would not (a misplaced __future__ import)
+                compile(text, path, "exec")
+            except SyntaxError as exc:
+                problems.append(f"{path}: SyntaxError at line {exc.lineno}: {exc.msg}")
+                continue
+            except ValueError as exc:
+                problems.append(f"{path}: {exc}")
+                continue
+            entry_points = task.entry_points if path == task.program else []
+            problems += [f"{path}: {problem}" for problem in _python_problems(task, text, entry_points, local)]
+        elif path.endswith((".yaml", ".yml", ".json")):
+            try:
+                json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+            except (ValueError, yaml.YAMLError) as exc:
+                problems.append(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                                f"{' '.join(str(exc).split())[:200]}")
+    return problems
+
+
+def _python_problems(task: TaskSpec, code: str, entry_points: list[str],
+                     local_modules: set[str] | frozenset[str] = frozenset()) -> list[str]:
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
@@ -64,14 +109,14 @@ def code_problems(task: TaskSpec, code: str) -> list[str]:
         return [f"SyntaxError at line {exc.lineno}: {exc.msg}" + (f" in {line!r}" if line else "")]
     problems: list[str] = []
     defined = _top_level_names(tree)
-    missing = [name for name in task.entry_points if name not in defined]
+    missing = [name for name in entry_points if name not in defined]
     if missing:
         problems.append(f"required entry points missing at top level: {', '.join(missing)}")
     for module, lineno in _imported_modules(tree):
         root = module.split(".")[0]
         if root in task.rules.forbidden_imports or module in task.rules.forbidden_imports:
             problems.append(f"line {lineno}: importing {module!r} is not allowed for this task")
-        elif root not in sys.stdlib_module_names and importlib.util.find_spec(root) is None:
+        elif root not in sys.stdlib_module_names and root not in local_modules and importlib.util.find_spec(root) is None:
             problems.append(f"line {lineno}: module {root!r} is not installed")
     for node in ast.walk(tree):
         name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
@@ -108,7 +153,7 @@ def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
         candidate["code"], repair_note = keep_fixed_region(state.parent["code"], candidate["code"])
         if repair_note:
             candidate["diff"] = unified_diff(state.parent["code"], candidate["code"])
-    reasons = code_problems(res.task, candidate["code"])
+    reasons = code_problems(res.task, candidate["code"], parent_code=state.parent["code"])
     usage = state.usage
     deferred = None
     if not reasons and res.task.rules.static_check is not None:

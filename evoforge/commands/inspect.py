@@ -132,10 +132,30 @@ def show(
         for item_id in node.cognition_ids:
             item = items.get(item_id)
             out.print(escape(f"[{item.kind}] {item.title} ({item.source})" if item else item_id))
-    out.rule("code", align="left")
-    out.print(Syntax(node.code, "python", line_numbers=True, word_wrap=True))
+    _print_code(out, node, nodes)
     if calls:
         _print_calls(out, config.node_dir(node.run_id, node.id))
+
+
+def _print_code(out: Console, node: NodeRecord, nodes: NodeStore) -> None:
+    """The node's program; a tree program file by file, each marked changed (against its parent) or not."""
+    from evoforge.tasks.tree import decode_bundle, is_bundle
+
+    if not is_bundle(node.code):
+        out.rule("code", align="left")
+        out.print(Syntax(node.code, "python", line_numbers=True, word_wrap=True))
+        return
+    files = decode_bundle(node.code)
+    parents = nodes.get_nodes(node.parent_ids[:1])
+    before = decode_bundle(parents[0].code) if parents and is_bundle(parents[0].code) else None
+    for path, text in files.items():
+        change = "" if before is None else " (new)" if path not in before else \
+            " (changed)" if before[path] != text else " (unchanged)"
+        out.rule(escape(f"file {path}{change}"), align="left")
+        lexer = Syntax.guess_lexer(path, text)
+        out.print(Syntax(text, lexer, line_numbers=True, word_wrap=True))
+    for path in sorted(set(before or {}) - set(files)):
+        out.rule(escape(f"file {path} (deleted)"), align="left")
 
 
 def read_calls(node_dir: Path) -> list[dict[str, Any]] | None:

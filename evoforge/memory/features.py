@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from evoforge.config import FeatureDimension
 from evoforge.memory.nodes import NodeRecord
+from evoforge.tasks.tree import BundleError, decode_bundle, is_bundle
 
 _DECISIONS = (
     ast.If,
@@ -37,6 +38,13 @@ _DECISIONS = (
 
 
 def complexity(code: str) -> float | None:
+    """Decision points of the program (of a tree program's Python files together); None when it does not parse."""
+    if is_bundle(code):
+        try:
+            parts = [complexity(text) for path, text in decode_bundle(code).items() if path.endswith(".py")]
+        except BundleError:
+            return None
+        return float(sum(parts)) if parts and None not in parts else None  # type: ignore[arg-type]
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):

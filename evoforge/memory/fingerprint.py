@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 import hashlib
 
+from evoforge.tasks.tree import BundleError, decode_bundle, is_bundle
+
 INTROSPECTION = frozenset({"locals", "vars", "globals", "dir", "eval", "exec", "compile", "__import__"})
 """Builtins that see variables by name: a program using any of them keeps all its names."""
 
@@ -136,14 +138,18 @@ def _first_appearance(function: ast.AST) -> dict[str, int]:
     return order
 
 
+def _text_form(text: str) -> str:
+    lines = (line.rstrip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
 def canonical_form(code: str) -> str:
     """The program with comments, docstrings and formatting erased and function locals renumbered; code that
     does not parse is returned with trailing whitespace and blank lines removed."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
-        lines = (line.rstrip() for line in code.splitlines())
-        return "\n".join(line for line in lines if line)
+        return _text_form(code)
     tree = _Docstrings().visit(tree)
     if not any(isinstance(node, ast.Name) and node.id in INTROSPECTION for node in ast.walk(tree)):
         tree = _LocalNames(_looked_up_by_name(tree)).visit(tree)
@@ -152,5 +158,16 @@ def canonical_form(code: str) -> str:
 
 def code_hash(code: str) -> str:
     """sha256 of `canonical_form(code)`: programs that differ only in comments, docstrings, formatting or the
-    names of function locals hash the same."""
+    names of function locals hash the same. A tree program's bundle hashes its files' paths and canonical forms,
+    so the fingerprint covers the whole evolvable set and a file's comments never tell two trees apart."""
+    if is_bundle(code):
+        try:
+            files = decode_bundle(code)
+        except BundleError:
+            files = None
+        if files is not None:
+            # a config file is not Python, even when it parses as such ("lr: 0.1" is an annotation)
+            parts = [f"{path}\0{canonical_form(text) if path.endswith('.py') else _text_form(text)}"
+                     for path, text in sorted(files.items())]
+            return hashlib.sha256("\0\0".join(parts).encode()).hexdigest()
     return hashlib.sha256(canonical_form(code).encode()).hexdigest()

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from evoforge.cognition.store import CognitionItem
 from evoforge.memory.nodes import NODE_STATUSES, NodeRecord, NodeStore, RunRecord, is_finite_score
 from evoforge.tasks.direction import Direction
+from evoforge.tasks.tree import bundle_diff, is_bundle
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ def figure_score(node: NodeRecord) -> float | None:
 
 
 def code_diff(old: str, new: str, old_name: str, new_name: str) -> list[str]:
-    """Unified diff lines (without line ends) from `old` to `new`."""
+    """Unified diff lines (without line ends) from `old` to `new`; file by file for two tree programs."""
+    if is_bundle(old) and is_bundle(new):
+        return bundle_diff(old, new, old_name, new_name)
     return list(difflib.unified_diff(old.splitlines(), new.splitlines(), fromfile=old_name, tofile=new_name,
                                      lineterm=""))
 

@@ -41,6 +41,10 @@ class Job:
     readonly_paths: tuple[Path, ...] = ()
     """Host paths the job may read (the interpreter, the task files); everything else is hidden where the
     backend can hide it."""
+    readonly_within: tuple[str, ...] = ()
+    """Paths relative to `workdir` (a tree task's fixed files) the job may read but not change: mounted read-only
+    by bubblewrap and docker; elsewhere left owned by us with mode 0444, so only their directory's owner could
+    replace them."""
 
     def checked_workdir(self) -> Path:
         """The job's work dir, resolved; a ValueError, before any backend does anything, for a job that names no

@@ -34,9 +34,12 @@ def python_roots() -> list[Path]:
 
 
 def bwrap_prefix(
-    bwrap: str, workdir: Path, limits: Limits, readonly: list[Path], *, as_root: bool
+    bwrap: str, workdir: Path, limits: Limits, readonly: list[Path], *, as_root: bool,
+    readonly_within: tuple[str, ...] = (),
 ) -> list[str]:
-    """bwrap options up to and including `--`; the launcher and the job's argv follow."""
+    """bwrap options up to and including `--`; the launcher and the job's argv follow. `readonly_within` (paths
+    relative to `workdir`) are bound read-only over the writable work dir: a job can neither change nor replace
+    them (a mount point cannot be unlinked)."""
     args = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox"]
     if not limits.network:
@@ -71,6 +74,10 @@ def bwrap_prefix(
             created.add(parent)
         args += [binds[path], str(path), str(path)]
         mounted.append(path)
+    for relative in readonly_within:
+        inside = workdir / relative
+        if inside.exists() and not inside.is_symlink():
+            args += ["--ro-bind", str(inside), str(inside)]
     return [*args, "--chdir", str(workdir), "--"]
 
 

@@ -114,7 +114,7 @@ class DockerSandbox:
         identity = JobIdentity.claim()
         container = None
         try:
-            identity.give_workdir(workdir)
+            identity.give_workdir(workdir, keep=job.readonly_within)
             container = self._create(job, workdir, identity)
             return self._supervise(container, job.limits)
         finally:
@@ -143,6 +143,9 @@ class DockerSandbox:
         argv = ["timeout", "-s", "KILL", f"{backstop_s:.3f}", *argv]
         mounts = [Mount(target, source, type="bind", read_only=True) for source, target in binds]
         mounts.append(Mount(str(workdir), str(workdir), type="bind", read_only=False))
+        # a tree task's fixed files, over the writable work dir (the engine mounts parents first)
+        mounts += [Mount(str(workdir / relative), str(workdir / relative), type="bind", read_only=True)
+                   for relative in job.readonly_within if (workdir / relative).is_file()]
         env = job_env(job, workdir)
         if not self.host_runtime:
             env.pop("PATH")  # the image's own PATH finds its interpreter

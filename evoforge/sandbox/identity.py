@@ -150,14 +150,16 @@ class JobIdentity:
             )
             time.sleep(0.005)
 
-    def give_workdir(self, workdir: Path) -> None:
-        """Make `workdir` and what we put in it owned by the job (no-op when not switching).
+    def give_workdir(self, workdir: Path, keep: tuple[str, ...] = ()) -> None:
+        """Make `workdir` and what we put in it owned by the job (no-op when not switching), but the files `keep`
+        names (relative to `workdir`): those stay ours, so their 0444 mode binds the job.
 
         Only entries we own with a single link are handed over: a hard link planted by an earlier job
         must not turn into ownership of the file it points at.
         """
         if self.switch:
-            _chown_tree(workdir, frm=os.geteuid(), to=(self.uid, self.gid), single_link_only=True)
+            kept = {os.path.join(workdir, relative) for relative in keep}
+            _chown_tree(workdir, frm=os.geteuid(), to=(self.uid, self.gid), single_link_only=True, kept=kept)
 
     def reclaim_workdir(self, workdir: Path) -> None:
         """Give the job's files back to us, so a later job with the same uid cannot alter them."""
@@ -175,10 +177,13 @@ def _lock_dir() -> Path:
     return path
 
 
-def _chown_tree(root: Path, frm: int, to: tuple[int, int], single_link_only: bool) -> None:
-    """lchown every entry under `root` owned by `frm`; never follows a symlink."""
+def _chown_tree(root: Path, frm: int, to: tuple[int, int], single_link_only: bool,
+                kept: set[str] | None = None) -> None:
+    """lchown every entry under `root` owned by `frm` but those in `kept`; never follows a symlink."""
 
     def fix(path: str, is_dir: bool) -> None:
+        if kept and path in kept:
+            return
         try:
             info = os.lstat(path)
             if info.st_uid == frm and (is_dir or not single_link_only or info.st_nlink == 1):

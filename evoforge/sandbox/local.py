@@ -82,7 +82,7 @@ class LocalSandbox:
         isolated, warnings = self.use_bubblewrap()
         identity = JobIdentity.claim(self.uid_base)
         try:
-            identity.give_workdir(workdir)
+            identity.give_workdir(workdir, keep=job.readonly_within)
             if not isolated and identity.switch:
                 _check_reachable(job, workdir, identity.uid)
             if not identity.switch and not isolated:
@@ -104,7 +104,7 @@ class LocalSandbox:
         if isolated:
             readonly = [*job.readonly_paths, *bubblewrap.python_roots(), *_program_dirs(job.argv[0])]
             argv = bubblewrap.bwrap_prefix(str(self._bwrap), workdir, limits, readonly,
-                                           as_root=os.geteuid() == 0) + argv
+                                           as_root=os.geteuid() == 0, readonly_within=job.readonly_within) + argv
         flooded = threading.Event()
         flood_bytes = FLOOD_FACTOR * max(limits.max_output_bytes, 1)
         own_peak_kb = _own_peak_rss_kb()

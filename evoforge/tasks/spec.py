@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evoforge.tasks.direction import Direction
+from evoforge.tasks.tree import PathRefused, ProgramTree, checked_path, encode_bundle, is_glob
 
 BUILTIN_TASKS_DIR = Path(__file__).resolve().parent
 METRICS_FILE = "metrics.json"
@@ -112,6 +113,12 @@ class TaskSpec(_Strict):
     """Further files of the task directory that the evaluator needs in its work dir."""
     prompts: dict[str, str] = Field(default_factory=dict)
     """Per-role prompt overrides: role name -> template file relative to root."""
+    tree: str | None = None
+    """A tree task's directory, relative to root (default: root itself); the candidate is this whole tree."""
+    evolve: list[str] = Field(default_factory=list)
+    """Paths or globs (`src/*.py`, `**/*.yaml`) of the tree's files that may change; non-empty makes a tree task."""
+    required: list[str] | None = None
+    """Evolvable files no candidate may delete; default: every file `evolve` names without a glob."""
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +127,9 @@ class TaskSpec(_Strict):
             adapter = data.get("adapter", "native")
             if isinstance(adapter, str) and adapter in DEFAULT_EVALUATORS:
                 data = {**data, "evaluator": DEFAULT_EVALUATORS[adapter]}
+        if isinstance(data, dict) and data.get("evolve"):
+            # a tree task has no single program unless it names its main file; markers are a one-file device
+            data = {"program": "", "evolve_block": False, **data}
         return data
 
     @field_validator("stages")
@@ -132,7 +142,10 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _files_exist(self) -> TaskSpec:
-        needed = [("program", self.program), ("evaluator", self.evaluator)]
+        if self.evolve or self.tree is not None:
+            self._check_tree()
+        needed = [("program", self.program)] if not self.is_tree else []
+        needed += [("evaluator", self.evaluator)]
         needed += [("extra_files", f) for f in self.extra_files]
         needed += [(f"prompts.{role}", f) for role, f in self.prompts.items()]
         if self.rules.static_check:
@@ -146,8 +159,62 @@ class TaskSpec(_Strict):
             )
         return self
 
+    def _check_tree(self) -> None:
+        """The tree rules of task.yaml, each error naming the field and the value it got."""
+        if not self.evolve:
+            raise ValueError(f"tree: {self.tree!r} needs evolve: the paths or globs of the files that may change")
+        if self.adapter != "native":
+            raise ValueError(f"evolve: tree tasks run with the native adapter only, got adapter {self.adapter!r}")
+        if self.evolve_block:
+            raise ValueError("evolve_block: EVOLVE-BLOCK markers are for single-file tasks; a tree task names "
+                             "what may change in evolve:")
+        tree_dir = (self.root / (self.tree or ".")).resolve()
+        if not tree_dir.is_dir() or not tree_dir.is_relative_to(self.root.resolve()):
+            raise ValueError(f"tree: expected a directory inside {self.root}, got {self.tree!r}")
+        for pattern in self.evolve:
+            try:
+                checked_path(pattern.replace("*", "x").replace("?", "x"))
+            except PathRefused as exc:
+                raise ValueError(f"evolve: {exc}") from exc
+        program_tree = self.program_tree
+        seed = program_tree.seed_files()
+        missing = [p for p in self.evolve if not is_glob(p) and p not in seed]
+        if missing:
+            raise ValueError(f"evolve: no such file in the tree {tree_dir}: {', '.join(missing)}")
+        if not seed:
+            raise ValueError(f"evolve: {self.evolve} matches no file of the tree {tree_dir}")
+        not_evolvable = [p for p in self.required or [] if p not in seed]
+        if not_evolvable:
+            raise ValueError(f"required: not evolvable files of the seed: {', '.join(not_evolvable)}")
+        if self.program and self.program not in seed:
+            raise ValueError(f"program: in a tree task it names the evolvable file that holds the entry points; "
+                             f"{self.program!r} is none of {', '.join(sorted(seed))}")
+        if self.entry_points and not self.program:
+            raise ValueError("entry_points: a tree task checks them in its program: file; name it")
+
+    @property
+    def is_tree(self) -> bool:
+        """Whether the candidate is a directory tree (`evolve:`) rather than one program file."""
+        return bool(self.evolve)
+
+    @property
+    def program_tree(self) -> ProgramTree:
+        """The tree of a tree task (ValueError for a single-file task)."""
+        if not self.evolve:
+            raise ValueError(f"task {self.name!r} evolves one file ({self.program}), not a tree")
+        tree_dir = (self.root / (self.tree or ".")).resolve()
+        excluded: set[str] = set()
+        if tree_dir == self.root.resolve():
+            excluded = {"task.yaml", self.evaluator, self.cognition_dir, *self.extra_files, *self.prompts.values(),
+                        *([self.rules.static_check.script] if self.rules.static_check else [])}
+        required = self.required if self.required is not None else [p for p in self.evolve if not is_glob(p)]
+        return ProgramTree(tree_dir, tuple(self.evolve), frozenset(required), frozenset(excluded))
+
     @property
     def program_path(self) -> Path:
+        """The seed program: its file, or a tree task's directory."""
+        if self.is_tree:
+            return self.program_tree.root
         return self.root / self.program
 
     @property
@@ -184,6 +251,9 @@ class TaskSpec(_Strict):
         return {STAGE_SETTINGS_ENV: json.dumps(self.stage(stage).settings)}
 
     def seed_code(self) -> str:
+        """The seed's text: the program file, or a tree task's bundle of its evolvable files."""
+        if self.is_tree:
+            return encode_bundle(self.program_tree.seed_files())
         return self.program_path.read_text()
 
     def stage(self, name: str) -> Stage:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from evoforge.sandbox.base import Job, Limits, Sandbox, SandboxResult
 from evoforge.sandbox.ending import RESOURCE_LIMITS
 from evoforge.tasks.spec import METRICS_FILE, STAGE_SETTINGS_ENV, EvaluationReport, Stage, TaskSpec
+from evoforge.tasks.tree import TREE_DIR
 from evoforge.tools.engineer_tools import read_log_tail, read_metrics
 from evoforge.tools.job_files import RESULTS_DIR, read_job_file
 
@@ -39,6 +40,13 @@ TAIL_CHARS = 4000
 _TRACEBACK_STARTS = ("Traceback (most recent call last):", "Fatal Python error:")
 _PROGRAM_FRAME = re.compile(rf'^\s*File "(?:[^"]*/)?{re.escape(PROGRAM_FILE)}", line \d+', re.MULTILINE)
 """A frame of the candidate's own file, in a Python traceback or a faulthandler dump."""
+_TREE_FRAME = re.compile(rf'^\s*File "(?:[^"]*/)?{re.escape(TREE_DIR)}/[^"]+", line \d+', re.MULTILINE)
+"""A frame of a file of a tree candidate (its fixed files included: the candidate's change may break them)."""
+
+
+def program_argument(task: TaskSpec) -> str:
+    """What the evaluator and the check script get as PROGRAM: the program file, or a tree task's directory."""
+    return TREE_DIR if task.is_tree else PROGRAM_FILE
 
 
 @dataclass
@@ -87,15 +95,16 @@ def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: S
         settings_json = json.dumps(settings)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"stage settings must be JSON-serialisable, got {settings!r}: {exc}") from exc
-    workdir = _fresh_workdir(task, code, workdir)
+    workdir, fixed = _fresh_workdir(task, code, workdir)
     res = stage.resources
     limits = Limits(timeout_s=stage.timeout_s, memory_mb=res.memory_mb, cpus=res.cpus,
                     max_processes=res.max_processes, max_output_bytes=max_output_bytes, network=res.network,
                     gpus=res.gpus, gpu_ids=tuple(res.gpu_ids), custom=tuple(sorted(res.custom.items())))
-    argv = task.evaluation_argv(sys.executable, Path(PROGRAM_FILE), Path(RESULTS_DIR), stage.name)
+    argv = task.evaluation_argv(sys.executable, Path(program_argument(task)), Path(RESULTS_DIR), stage.name)
     # faulthandler prints a Python stack on a segfault, so a crashing candidate still leaves a trace
     env = {STAGE_SETTINGS_ENV: settings_json, "PYTHONFAULTHANDLER": "1"}
-    result = sandbox.run(Job(argv=argv, workdir=workdir, limits=limits, env=env, readonly_paths=(EVOFORGE_PACKAGE,)))
+    result = sandbox.run(Job(argv=argv, workdir=workdir, limits=limits, env=env, readonly_paths=(EVOFORGE_PACKAGE,),
+                             readonly_within=fixed))
     _write_new(workdir / "stdout.txt", result.stdout)
     _write_new(workdir / "stderr.txt", result.stderr)
     return _judge(task, stage, result, workdir)
@@ -119,13 +128,13 @@ def run_static_check(task: TaskSpec, code: str, workdir: Path, sandbox: Sandbox)
     check = task.rules.static_check
     if check is None:
         return StaticCheckVerdict([])
-    workdir = _fresh_workdir(task, code, workdir, extra=(check.script,))
+    workdir, fixed = _fresh_workdir(task, code, workdir, extra=(check.script,))
     res = check.resources
     limits = Limits(timeout_s=check.timeout_s, memory_mb=res.memory_mb, cpus=res.cpus,
                     max_processes=res.max_processes, network=False)
-    argv = [sys.executable, check.script, PROGRAM_FILE, RESULTS_DIR]
+    argv = [sys.executable, check.script, program_argument(task), RESULTS_DIR]
     result = sandbox.run(Job(argv=argv, workdir=workdir, limits=limits, env={"PYTHONFAULTHANDLER": "1"},
-                             readonly_paths=(EVOFORGE_PACKAGE,)))
+                             readonly_paths=(EVOFORGE_PACKAGE,), readonly_within=fixed))
     _write_new(workdir / "stdout.txt", result.stdout)
     _write_new(workdir / "stderr.txt", result.stderr)
     where = f"static check {check.script}"
@@ -162,7 +171,7 @@ def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -
     report, problem = _read_report(workdir / RESULTS_DIR)
     if report is None:
         trace = _last_traceback(result.stderr) if result.returncode not in (0, None) else None
-        if trace and _PROGRAM_FRAME.search(trace):
+        if trace and (_TREE_FRAME if task.is_tree else _PROGRAM_FRAME).search(trace):
             # the candidate raised (or crashed) inside the evaluator process before a result could be written
             outcome.traceback = trace
             return _fail(outcome, "runtime_error", f"{prefix} the evaluation {happened} with a Python "
@@ -207,18 +216,26 @@ def _clause(result: SandboxResult) -> str:
     return f"was {failure}" if failure.startswith("killed") else failure
 
 
-def _fresh_workdir(task: TaskSpec, code: str, workdir: Path, extra: tuple[str, ...] = ()) -> Path:
+def _fresh_workdir(task: TaskSpec, code: str, workdir: Path,
+                   extra: tuple[str, ...] = ()) -> tuple[Path, tuple[str, ...]]:
+    """The emptied `workdir` holding the candidate, the evaluator and its files, and results/; with the paths
+    (relative to it) of a tree's fixed files, which the sandbox keeps read-only."""
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    (workdir / PROGRAM_FILE).write_text(code)
+    fixed: tuple[str, ...] = ()
+    if task.is_tree:
+        # the whole tree, every time: fixed files come from the task, evolvable ones from the candidate's bundle
+        fixed = tuple(f"{TREE_DIR}/{path}" for path in task.program_tree.materialize(code, workdir / TREE_DIR))
+    else:
+        (workdir / PROGRAM_FILE).write_text(code)
     for name in (task.evaluator, *task.extra_files, *extra):
         target = workdir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(task.root / name, target)
     (workdir / RESULTS_DIR).mkdir()
-    return workdir
+    return workdir, fixed
 
 
 def _write_new(path: Path, text: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -157,13 +159,29 @@ def print_outcome(console: Console, outcome: Any, nodes: Any, config: RunConfig)
     if best_id:
         node = nodes.get_node(best_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        best_path = run_dir / "best_program.py"
-        best_path.write_text(node.code)
+        best_path = _write_best(node, nodes, run_dir)
         console.print(f"best score: {node.score} (node {best_id}, {node.name})")
         console.print(f"best program: {best_path}")
     else:
         console.print("no valid node yet")
     console.print(f"run record: database {nodes.database.url} (run id {outcome.run_id}); files under {run_dir}")
+
+
+def _write_best(node: Any, nodes: Any, run_dir: Path) -> Path:
+    """The best program under the run's directory: best_program.py, or for a tree task best_program/, the whole
+    tree ready to run."""
+    from evoforge.tasks.spec import load_task
+    from evoforge.tasks.tree import is_bundle
+
+    if not is_bundle(node.code):
+        path = run_dir / "best_program.py"
+        path.write_text(node.code)
+        return path
+    path = run_dir / "best_program"
+    if path.exists():
+        shutil.rmtree(path)
+    load_task(nodes.get_run(node.run_id).task_dir).program_tree.materialize(node.code, path, read_only=False)
+    return path
 
 
 def print_run_status(console: Console, nodes: Any, run_id: str, status: tuple[str, str | None]) -> None:

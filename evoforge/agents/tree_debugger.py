@@ -1,0 +1,76 @@
+"""The Debugger on a tree task: shown the failing candidate's files, the file and line its traceback points into
+(that file first and in full), and the candidate's change; it replies with file-addressed fixes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evoforge.agents.base import add_usage, ask
+from evoforge.agents.editing import EditError
+from evoforge.agents.prompting import render
+from evoforge.agents.reply_grammar import tree_reply_grammar
+from evoforge.agents.static_checker import code_problems
+from evoforge.agents.tree_editing import apply_tree_reply
+from evoforge.agents.tree_researcher import bind_tree_names, tree_diff
+from evoforge.agents.tree_view import shown_files, traceback_location, tree_paths
+from evoforge.config import RunConfig
+from evoforge.llm.usage import LLMCallError
+from evoforge.memory.nodes import code_hash
+from evoforge.runtime.services import services_for
+from evoforge.runtime.state import State
+from evoforge.tasks.tree import decode_bundle
+
+log = logging.getLogger(__name__)
+_FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
+    """Patch the failing tree candidate; a usable patch goes back to the Engineer from the first stage."""
+    res = services_for(state.run_id, runtime)
+    assert state.candidate is not None and state.parent is not None and state.stage_results
+    failure = dict(state.stage_results[-1])
+    attempts = state.debug_attempts + 1
+    candidate_code: str = state.candidate["code"]
+    files = decode_bundle(candidate_code)
+    location = traceback_location(failure.get("traceback") or "")
+    if failure.get("traceback"):
+        failure["traceback"] = tree_paths(failure["traceback"])
+    messages = render(res.task, "debugger_tree", candidate=state.candidate, failure=failure,
+                      files=shown_files(files, first=location[0] if location else res.task.program or None),
+                      location=location, evolvable=sorted(files),
+                      feedback=[line for line in state.feedback if line.startswith("debugger:")],
+                      changes=tree_diff(state.parent["code"], candidate_code))
+    update: dict[str, Any] = {"debug_attempts": attempts}
+    try:
+        reply, usage = ask(res, "debugger", messages, state, attempt=attempts,
+                           grammar=tree_reply_grammar(files, first_line="FIX"))
+    except LLMCallError as exc:
+        log.warning("debugger model call failed (round %s): %s", state.round, exc)
+        problem = f"the model call failed: {exc}"
+    else:
+        update["usage"] = add_usage(state.usage, "debugger", usage)
+        try:
+            code, _ = apply_tree_reply(res.task.program_tree, candidate_code, reply)
+            parent_sources = [text for path, text in decode_bundle(state.parent["code"]).items() if path.endswith(".py")]
+            code, _ = bind_tree_names(candidate_code, code, parent_sources, res.task.program, res.task.entry_points)
+            problems = code_problems(res.task, code, parent_code=candidate_code)
+            if problems:
+                raise EditError("; ".join(problems))
+            if (same := res.nodes.find_by_code_hash(state.run_id, code_hash(code))) is not None:
+                raise EditError(f"it makes the program the same as node '{same.name}', which was evaluated already "
+                                "(it undoes the candidate's change): fix the error and keep the change")
+        except EditError as exc:
+            problem = f"the patch could not be used: {exc}"
+        else:
+            fix = _FIX.search(reply)
+            candidate = dict(state.candidate, code=code, diff=tree_diff(state.parent["code"], code))
+            note = f"debugger: {fix.group('text').strip() if fix else 'patched'} (attempt {attempts})"
+            return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
+    update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
+    if attempts >= res.config.bounds.max_debug_attempts:
+        update["status"] = "invalid" if failure["status"] == "invalid" else "runtime_failed"
+    return update
