@@ -5,6 +5,14 @@ cd "$(dirname "$0")/.."
 VENV=${EVOFORGE_VENV:-.venv}
 export LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING=false RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
   TOKENIZERS_PARALLELISM=false
-"$VENV/bin/ruff" check evoforge tests benchmarks
-"$VENV/bin/mypy" evoforge
+# set -e alone would end the script without a word: say which check failed and how to run it again
+check() {
+  local name=$1; shift
+  if ! "$@"; then
+    echo "scripts/test.sh: $name failed (its findings are above); reproduce with: cd $PWD && $*" >&2
+    exit 1
+  fi
+}
+check ruff "$VENV/bin/ruff" check evoforge tests benchmarks
+check mypy "$VENV/bin/mypy" evoforge
 exec "$VENV/bin/python" -m pytest "$@"

@@ -25,7 +25,7 @@ from evoforge.agents.static_checker import code_problems
 from evoforge.agents.tree_debugger import debug_tree_candidate
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.memory.nodes import code_hash
+from evoforge.memory.fingerprint import code_hash
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 

@@ -26,7 +26,7 @@ from evoforge.agents.prompting import render
 from evoforge.cognition.embeddings import Embedder
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.memory.nodes import code_hash
+from evoforge.memory.fingerprint import code_hash
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 

@@ -25,13 +25,13 @@ FOLLOW_UP_ROLES = ("analyzer",)
 whole earlier conversation is then a prefix a server's prompt cache already holds."""
 
 
-def _clip(text: Any, limit: int) -> str:
-    text = "" if text is None else str(text)
+def _clip(value: object, limit: int) -> str:
+    text = "" if value is None else str(value)
     return text if len(text) <= limit else text[: limit - 15].rstrip() + " …[clipped]"
 
 
-def _tail(text: Any, limit: int) -> str:
-    text = "" if text is None else str(text)
+def _tail(value: object, limit: int) -> str:
+    text = "" if value is None else str(value)
     return text if len(text) <= limit else "[…] " + text[-limit:]
 
 

@@ -10,7 +10,8 @@ from langgraph.runtime import Runtime
 
 from evoforge.agents.novelty_checker import embed_candidate
 from evoforge.config import RunConfig
-from evoforge.memory.nodes import NodeRecord, code_hash
+from evoforge.memory.fingerprint import code_hash
+from evoforge.memory.nodes import NodeRecord
 from evoforge.memory.sampling import archive_node
 from evoforge.memory.status import NodeStatus
 from evoforge.runtime.services import Services, services_for

@@ -72,7 +72,8 @@ class LocalEmbedder:
             raise RuntimeError(
                 f"the bundled MiniLM model gave {vectors.shape[1]}-d vectors, expected {self.dim}"
             )
-        return vectors.tolist()
+        rows: list[list[float]] = vectors.tolist()
+        return rows
 
 
 class OpenAIEmbedder:

@@ -29,7 +29,7 @@ from evoforge.runtime.state import InputState, State
 ResearchGraph = CompiledStateGraph[Any, RunConfig, Any, Any]
 
 
-def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> ResearchGraph:
+def build_graph(checkpointer: BaseCheckpointSaver[str] | None = None) -> ResearchGraph:
     # No output_schema: the dev server streams `updates` and `values` filtered to the output keys, so a
     # narrower output would show every agent's step in Studio as null. The run's summary is OutputState's part.
     builder = StateGraph(State, context_schema=RunConfig, input_schema=InputState)
@@ -57,7 +57,7 @@ graph = build_graph()
 """The research graph for `langgraph dev` / Studio (the server supplies the Postgres checkpointer)."""
 
 
-def research_graph(runtime: ServerRuntime) -> ResearchGraph:
+def research_graph(runtime: ServerRuntime[object]) -> ResearchGraph:
     """`graph`, for `langgraph dev` (langgraph.json), once the context a run was started with is valid.
 
     The server keeps only the context keys that the context schema lists and drops the rest before the graph

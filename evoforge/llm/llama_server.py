@@ -70,7 +70,8 @@ def server_binary() -> Path:
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -104,7 +104,7 @@ def _write_marker(model_file: Path, sha256: str) -> None:
 def _marker_matches(model_file: Path, sha256: str) -> bool:
     """True if the marker records `sha256` for the file exactly as it is now (same size and mtime)."""
     try:
-        recorded = json.loads(_marker_path(model_file).read_text())
+        recorded: object = json.loads(_marker_path(model_file).read_text())
     except (OSError, ValueError):
         return False
     return recorded == {"sha256": sha256, **_stat_fingerprint(model_file)}

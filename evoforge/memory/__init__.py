@@ -7,8 +7,10 @@ from evoforge.memory.database import (
     get_database,
 )
 from evoforge.memory.embedded import EmbeddedPostgres, EmbeddedServerError
-from evoforge.memory.nodes import NODE_STATUSES, NodeRecord, NodeStore, RunRecord, SelectionRecord, code_hash
+from evoforge.memory.fingerprint import code_hash
+from evoforge.memory.nodes import NodeRecord, NodeStore, RunRecord, SelectionRecord
 from evoforge.memory.sampling import POLICIES, Selection, archive_node, select_context
+from evoforge.memory.status import NODE_STATUSES
 
 __all__ = [
     "NODE_STATUSES",

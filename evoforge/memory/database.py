@@ -179,7 +179,7 @@ class Database:
                 "CREATE TABLE IF NOT EXISTS evoforge_meta (key text PRIMARY KEY, value text NOT NULL)"
             )
             self._check_embedding_meta(conn)
-            applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+            applied: set[int] = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
             for version, step in MIGRATIONS:
                 if version in applied:
                     continue

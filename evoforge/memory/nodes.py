@@ -244,7 +244,7 @@ class NodeStore:
         )
 
     def count_nodes(self, run_id: str) -> int:
-        return self._rows("SELECT count(*) AS n FROM nodes WHERE run_id = %s", (run_id,))[0]["n"]
+        return int(self._rows("SELECT count(*) AS n FROM nodes WHERE run_id = %s", (run_id,))[0]["n"])
 
     def best_node(self, run_id: str, direction: Direction) -> NodeRecord | None:
         """The best valid node with a finite score; the earliest one on a tie."""

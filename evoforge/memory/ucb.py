@@ -80,7 +80,8 @@ def ucb1_choice(conn: psycopg.Connection[Any], run_id: str, *, maximize: bool, c
         own_and_children = row["score"] + row["child_score_sum"]
         eligible = 1 + row["eligible_children"]
         reward_sum = own_and_children - lo * eligible if maximize else hi * eligible - own_and_children
-        return reward_sum / span / (1 + row["children"]) + c * math.sqrt(log_n / row["visits"])
+        bound: float = reward_sum / span / (1 + row["children"]) + c * math.sqrt(log_n / row["visits"])
+        return bound
 
     def rank(row: dict[str, Any]) -> tuple[float, float, int, int, str]:
         signed = row["score"] if maximize else -row["score"]

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from evoforge.cognition.store import CognitionItem
-from evoforge.memory.nodes import NODE_STATUSES, NodeRecord, NodeStore, RunRecord, is_finite_score
+from evoforge.memory.nodes import NodeRecord, NodeStore, RunRecord, is_finite_score
+from evoforge.memory.status import NODE_STATUSES
 from evoforge.tasks.direction import Direction
 from evoforge.tasks.tree import bundle_diff, is_bundle
 

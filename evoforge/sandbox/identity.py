@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -60,34 +60,39 @@ def processes_of(uid: int) -> dict[int, ProcessSample]:
         try:
             with open(f"/proc/{entry}/status", "rb") as f:
                 status = f.read()
-            if status_field(status, b"Uid") != uid or status_field(status, b"State") in (b"Z", b"X"):
+            if status_number(status, b"Uid") != uid or status_word(status, b"State") in (b"Z", b"X"):
                 continue
             with open(f"/proc/{entry}/stat", "rb") as f:
                 times = f.read().rsplit(b")", 1)[1].split()[11:13]  # utime, stime (fields 14 and 15)
         except (OSError, IndexError):
             continue  # exited while we looked
         cpu_s = sum(int(t) for t in times) / _TICKS
-        found[int(entry)] = ProcessSample(_pss_kb(entry) or status_field(status, b"VmRSS") or 0,
-                                          status_field(status, b"VmHWM") or 0, cpu_s,
-                                          status_field(status, b"Threads") or 1)
+        found[int(entry)] = ProcessSample(_pss_kb(entry) or status_number(status, b"VmRSS") or 0,
+                                          status_number(status, b"VmHWM") or 0, cpu_s,
+                                          status_number(status, b"Threads") or 1)
     return found
 
 
 def _pss_kb(pid: str) -> int | None:
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            return status_field(b"\n" + f.read(), b"Pss")
+            return status_number(b"\n" + f.read(), b"Pss")
     except OSError:  # exited, or a kernel without smaps_rollup: VmRSS stands in
         return None
 
 
-def status_field(status: bytes, name: bytes) -> Any:
-    """First word of a /proc status field: an int when numeric, else bytes; None when absent."""
+def status_word(status: bytes, name: bytes) -> bytes | None:
+    """First word of a /proc status field; None when absent."""
     at = status.find(b"\n" + name + b":")
     if at < 0:
         return None
-    word = status[at + len(name) + 2 : at + len(name) + 40].split(None, 1)[0]
-    return int(word) if word.isdigit() else word
+    return status[at + len(name) + 2 : at + len(name) + 40].split(None, 1)[0]
+
+
+def status_number(status: bytes, name: bytes) -> int | None:
+    """First word of a numeric /proc status field (a count, kB, a uid); None when absent or not a number."""
+    word = status_word(status, name)
+    return int(word) if word is not None and word.isdigit() else None
 
 
 class JobIdentity:

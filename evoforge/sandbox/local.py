@@ -29,7 +29,7 @@ from evoforge.sandbox import bubblewrap
 from evoforge.sandbox.base import FLOOD_FACTOR, Job, Limits, SandboxResult
 from evoforge.sandbox.capture import StreamCapture
 from evoforge.sandbox.ending import PIDS_GRACE_S, JobEnd, end_reason
-from evoforge.sandbox.identity import DEFAULT_UID_BASE, SLOTS, JobIdentity, SandboxError, status_field
+from evoforge.sandbox.identity import DEFAULT_UID_BASE, SLOTS, JobIdentity, SandboxError, status_number
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def _watch(pid: int, deadline: float, limits: Limits, usage: _Usage, flooded: th
 
 def _own_peak_rss_kb() -> int:
     with open("/proc/self/status", "rb") as f:
-        return status_field(f.read(), b"VmHWM") or 0
+        return status_number(f.read(), b"VmHWM") or 0
 
 
 def _program_dirs(program: str) -> list[Path]:

@@ -132,8 +132,8 @@ def _install_openevolve_shim() -> None:
 
     @dataclasses.dataclass
     class EvaluationResult:
-        metrics: dict = dataclasses.field(default_factory=dict)
-        artifacts: dict = dataclasses.field(default_factory=dict)
+        metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+        artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     package = types.ModuleType("openevolve")
     package.__path__ = []
@@ -148,8 +148,8 @@ def _raise_timeout(signum: int, frame: Any) -> None:
 
 
 def run_openevolve(
-    evaluator: Path, program: Path, stage_index: int, settings: dict, budget_s: float | None
-) -> dict:
+    evaluator: Path, program: Path, stage_index: int, settings: dict[str, Any], budget_s: float | None
+) -> dict[str, Any]:
     """Import evaluator.py, call the stage's function on `program`, map its result."""
     _install_openevolve_shim()
     sys.path.insert(0, str(evaluator.resolve().parent))
@@ -205,7 +205,7 @@ def _tail(path: Path) -> str:
 
 def run_asi_evolve(
     script: Path, program: Path, results_dir: Path, stage: str, budget_s: float | None
-) -> dict:
+) -> dict[str, Any]:
     """Run `bash eval.sh CODE` in a fresh step directory beside the script; map results.json."""
     step_dir = script.resolve().parent / "steps" / f"step_{stage}"
     shutil.rmtree(step_dir, ignore_errors=True)
@@ -279,7 +279,7 @@ def run_asi_evolve(
     return report
 
 
-def write_metrics(results_dir: Path, report: dict) -> None:
+def write_metrics(results_dir: Path, report: dict[str, Any]) -> None:
     """Atomically replace metrics.json with strict JSON holding every key of the contract."""
     full = {
         "score": None,

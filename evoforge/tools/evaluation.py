@@ -80,7 +80,8 @@ class StageOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: non-finite numbers become None, unknown objects their str()."""
-        return _json_safe(asdict(self))
+        safe: dict[str, Any] = _json_safe(asdict(self))
+        return safe
 
 
 def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: Sandbox, *,

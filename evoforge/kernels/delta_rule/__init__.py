@@ -45,4 +45,6 @@ def chunk_delta_rule(
         return naive_chunk_delta_rule(q, k, v, beta, scale=scale, chunk_size=chunk_size)
     from evoforge.kernels.delta_rule.chunk import ChunkDeltaRuleFunction
 
-    return ChunkDeltaRuleFunction.apply(q, k, v, beta, scale, chunk_size)
+    # torch leaves autograd.Function.apply unannotated (it takes and returns anything)
+    o: torch.Tensor = ChunkDeltaRuleFunction.apply(q, k, v, beta, scale, chunk_size)  # type: ignore[no-untyped-call]
+    return o

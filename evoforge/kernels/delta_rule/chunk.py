@@ -9,6 +9,8 @@ Importing this module needs `triton`; set TRITON_INTERPRET=1 before importing it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -192,7 +194,8 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
     """Autograd wrapper around the Triton forward and backward kernels."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, scale: float, chunk_size: int):
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, scale: float,
+                chunk_size: int) -> torch.Tensor:
         q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
         o, h = chunk_delta_rule_fwd(q, k, v, beta, scale, chunk_size)
         ctx.save_for_backward(q, k, v, beta, h)
@@ -200,7 +203,9 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
         return o
 
     @staticmethod
-    def backward(ctx, do):
+    def backward(
+        ctx: Any, do: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
         q, k, v, beta, h = ctx.saved_tensors
         dq, dk, dv, dbeta = chunk_delta_rule_bwd(q, k, v, beta, h, do.contiguous(), ctx.scale, ctx.chunk_size)
         return dq, dk, dv, dbeta, None, None

@@ -40,4 +40,6 @@ def chunk_linear_attn(
         return naive_chunk_linear_attn(q, k, v, scale=scale, chunk_size=chunk_size)
     from evoforge.kernels.linear_attn.chunk import ChunkLinearAttnFunction
 
-    return ChunkLinearAttnFunction.apply(q, k, v, scale, chunk_size)
+    # torch leaves autograd.Function.apply unannotated (it takes and returns anything)
+    o: torch.Tensor = ChunkLinearAttnFunction.apply(q, k, v, scale, chunk_size)  # type: ignore[no-untyped-call]
+    return o

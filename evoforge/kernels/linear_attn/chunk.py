@@ -8,6 +8,8 @@ Importing this module needs `triton`; set TRITON_INTERPRET=1 before importing it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -134,14 +136,15 @@ class ChunkLinearAttnFunction(torch.autograd.Function):
     """Autograd wrapper around the Triton forward and backward kernels."""
 
     @staticmethod
-    def forward(ctx, q, k, v, scale: float, chunk_size: int):
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                chunk_size: int) -> torch.Tensor:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         ctx.save_for_backward(q, k, v)
         ctx.scale, ctx.chunk_size = scale, chunk_size
         return chunk_linear_attn_fwd(q, k, v, scale, chunk_size)
 
     @staticmethod
-    def backward(ctx, do):
+    def backward(ctx: Any, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
         q, k, v = ctx.saved_tensors
         dq, dk, dv = chunk_linear_attn_bwd(q, k, v, do.contiguous(), ctx.scale, ctx.chunk_size)
         return dq, dk, dv, None, None

@@ -91,7 +91,7 @@ emit({"ok": True, "centers": centers.tolist(), "radii": radii.tolist(), "reporte
 """
 
 
-def stage_settings(stage: str) -> dict:
+def stage_settings(stage: str) -> dict[str, Any]:
     """The stage's defaults overridden by EVOFORGE_STAGE_SETTINGS; ValueError names a bad key or value."""
     settings = dict(STAGE_DEFAULTS.get(stage, STAGE_DEFAULTS["quick"]))
     raw = os.environ.get(SETTINGS_ENV, "").strip()
@@ -138,7 +138,7 @@ class _Relay(threading.Thread):
         return self.tail.decode("utf-8", errors="replace")
 
 
-def run_candidate(program: Path, timeout_s: float) -> dict:
+def run_candidate(program: Path, timeout_s: float) -> dict[str, Any]:
     """Run the candidate in a child process: its payload (`ok`, arrays or `error`) plus its output tails."""
     scratch = Path(tempfile.mkdtemp(prefix="circle-packing-"))
     out_path = scratch / "packing_output.json"
@@ -184,7 +184,7 @@ def run_candidate(program: Path, timeout_s: float) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def check_packing(centers_raw: object, radii_raw: object, tolerance: float) -> dict:
+def check_packing(centers_raw: object, radii_raw: object, tolerance: float) -> dict[str, Any]:
     """Independent validity check. Returns metrics plus `problems` (sentences, empty when valid with tolerance)."""
     try:
         centers = np.asarray(centers_raw, dtype=float)
@@ -254,7 +254,7 @@ def check_packing(centers_raw: object, radii_raw: object, tolerance: float) -> d
     }
 
 
-def evaluate(program: Path, results_dir: Path, stage: str) -> dict:
+def evaluate(program: Path, results_dir: Path, stage: str) -> dict[str, Any]:
     """The whole metrics.json content for one stage."""
     started = time.perf_counter()
     settings = stage_settings(stage)
@@ -363,10 +363,10 @@ def packing_svg(centers: np.ndarray, radii: np.ndarray, size: int = 400) -> str:
     )
 
 
-def write_metrics(results_dir: Path, report: dict) -> None:
+def write_metrics(results_dir: Path, report: dict[str, Any]) -> None:
     """Atomically replace metrics.json (strict JSON: non-finite numbers become null)."""
 
-    def finite(value):
+    def finite(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             return None
         if isinstance(value, dict):

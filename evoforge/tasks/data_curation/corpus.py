@@ -25,8 +25,12 @@ import sysconfig
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import noise
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.data_curation import noise
+else:
+    import noise
 
 MIN_DOC_CHARS = 200
 TOPIC_CHUNK_CHARS = 1500
@@ -51,7 +55,7 @@ class NoisyDoc:
 
     id: str
     text: str
-    meta: dict
+    meta: dict[str, str]
     kind: str
     """clean | html | boilerplate | pii | mojibake | exact_dup | near_dup | fragment | boilerplate_page | junk"""
     cluster: str | None
@@ -87,7 +91,7 @@ class CorpusBundle:
             chosen.update(d.id for d in groups[key])
         return [d for d in self.docs if d.id in chosen]
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
         for d in self.docs:
             kinds[d.kind] = kinds.get(d.kind, 0) + 1

@@ -19,14 +19,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import corpus  # noqa: E402
-import ngram_lm  # noqa: E402
-import scoring  # noqa: E402
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.data_curation import corpus, ngram_lm, scoring
+else:
+    import corpus
+    import ngram_lm
+    import scoring
 
 from evoforge.tasks.task_scripts import evaluator_main  # noqa: E402
 
@@ -47,7 +50,7 @@ class CandidateError(Exception):
         self.trace = trace
 
 
-def stage_settings(stage: str) -> dict:
+def stage_settings(stage: str) -> dict[str, Any]:
     if stage not in DEFAULTS:
         raise ValueError(f"--stage must be one of {sorted(DEFAULTS)}, got {stage!r}")
     raw = os.environ.get("EVOFORGE_STAGE_SETTINGS", "").strip()
@@ -100,9 +103,10 @@ def run_candidate(program: Path, docs: list[corpus.NoisyDoc], timeout_s: float) 
     return {d.id: outputs[d.id] if d.id in keep else None for d in docs}
 
 
-def _samples(docs: list[corpus.NoisyDoc], outputs: dict, references: dict) -> list[dict]:
+def _samples(docs: list[corpus.NoisyDoc], outputs: dict[str, str | None],
+             references: dict[str, str]) -> list[dict[str, Any]]:
     """One before/after/reference excerpt per noise kind, for the Analyzer."""
-    picked: dict[str, dict] = {}
+    picked: dict[str, dict[str, Any]] = {}
     for d in docs:
         if d.kind in picked:
             continue
@@ -115,10 +119,12 @@ def _samples(docs: list[corpus.NoisyDoc], outputs: dict, references: dict) -> li
     return [picked[k] for k in sorted(picked)]
 
 
-def _language_model_metrics(bundle: corpus.CorpusBundle, docs: list, outputs: dict, settings: dict) -> dict:
+def _language_model_metrics(bundle: corpus.CorpusBundle, docs: list[corpus.NoisyDoc], outputs: dict[str, str | None],
+                            settings: dict[str, Any]) -> dict[str, Any]:
     vocab = ngram_lm.build_vocab(bundle.references.values())
     probes = ngram_lm.make_cloze_probes(bundle.heldout, vocab, int(settings["probes"]), int(settings["seed"]))
-    ideal, seen = [], set()
+    ideal: list[str] = []
+    seen: set[str] = set()
     for d in docs:
         if d.cluster and d.cluster not in seen:
             seen.add(d.cluster)
@@ -126,7 +132,7 @@ def _language_model_metrics(bundle: corpus.CorpusBundle, docs: list, outputs: di
     corpora = {
         "raw": [d.text for d in docs],
         "ideal": ideal,
-        "candidate": [outputs[d.id] for d in docs if outputs[d.id] is not None],
+        "candidate": [text for d in docs if (text := outputs[d.id]) is not None],
     }
     results = {}
     for name, texts in corpora.items():
@@ -144,13 +150,13 @@ def _language_model_metrics(bundle: corpus.CorpusBundle, docs: list, outputs: di
             "probes": len(probes), "heldout_tokens": counted, "score": 0.7 * ppl_gain + 0.3 * probe_gain}
 
 
-def evaluate(program: Path, stage: str) -> dict:
+def evaluate(program: Path, stage: str) -> dict[str, Any]:
     settings = stage_settings(stage)
     started = time.time()
     cache = Path(settings["cache_dir"]) if settings.get("cache_dir") else None
     bundle = corpus.build_corpus(int(settings["seed"]), cache_dir=cache)
     docs = bundle.sample(int(settings["sample_docs"]) if settings["sample_docs"] else None)
-    metrics: dict = {"stage": stage, "corpus": bundle.summary(), "evaluated_docs": len(docs)}
+    metrics: dict[str, Any] = {"stage": stage, "corpus": bundle.summary(), "evaluated_docs": len(docs)}
     built = time.time()
     try:
         outputs = run_candidate(program, docs, float(settings["candidate_timeout_s"]))

@@ -13,6 +13,7 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import TypedDict
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 DISCOUNT = 0.75
@@ -118,7 +119,17 @@ class KneserNeyTrigram:
         return sum(math.log(self.prob(seq[j - 2], seq[j - 1], seq[j])) for j in range(i + 2, min(i + 5, len(seq))))
 
 
-def make_cloze_probes(texts: list[str], vocab: dict[str, int], n: int, seed: int, choices: int = 4) -> list[dict]:
+class ClozeProbe(TypedDict):
+    """One fill-in-the-blank item: `tokens` with the word at `position` to be chosen among `options`."""
+
+    tokens: list[str]
+    position: int
+    options: list[str]
+    answer: str
+
+
+def make_cloze_probes(texts: list[str], vocab: dict[str, int], n: int, seed: int,
+                      choices: int = 4) -> list[ClozeProbe]:
     """Fill-in-the-blank items from `texts`: a sentence, the position of a content word, the word and distractors
     of similar corpus frequency (so unigram frequency alone does not give the answer away)."""
     rng = random.Random(seed)
@@ -126,7 +137,7 @@ def make_cloze_probes(texts: list[str], vocab: dict[str, int], n: int, seed: int
     rank = {w: i for i, w in enumerate(ranked)}
     sentences = [s for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(tokenize(s)) >= 8]
     rng.shuffle(sentences)
-    probes = []
+    probes: list[ClozeProbe] = []
     for sentence in sentences:
         toks = tokenize(sentence)
         slots = [i for i, t in enumerate(toks) if i >= 2 and t in rank]
@@ -145,7 +156,7 @@ def make_cloze_probes(texts: list[str], vocab: dict[str, int], n: int, seed: int
     return probes
 
 
-def cloze_accuracy(model: KneserNeyTrigram, probes: list[dict]) -> float:
+def cloze_accuracy(model: KneserNeyTrigram, probes: list[ClozeProbe]) -> float:
     """Share of probes where the true word scores highest; a tie among k options earns 1/k."""
     credit = 0.0
     for p in probes:

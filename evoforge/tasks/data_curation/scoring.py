@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from corpus import DROP_KINDS, NoisyDoc
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.data_curation.corpus import DROP_KINDS, NoisyDoc
+else:
+    from corpus import DROP_KINDS, NoisyDoc
 
 _FOLD = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--", "\u2013": "-",
                        "\u00a0": " ", "\u2026": "..."})
@@ -40,7 +44,7 @@ class _Tally:
                      "clean_kept", "pii_planted", "pii_leaked"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         return {
             "docs": self.docs,
             "dropped_fraction": _ratio(self.dropped, self.docs),
@@ -56,7 +60,7 @@ def _ratio(a: float, b: float, empty: float | None = None) -> float | None:
     return round(a / b, 4) if b else empty
 
 
-def score_documents(docs: list[NoisyDoc], outputs: dict[str, str | None], references: dict[str, str]) -> dict:
+def score_documents(docs: list[NoisyDoc], outputs: dict[str, str | None], references: dict[str, str]) -> dict[str, Any]:
     """Metrics for `outputs` (doc id -> kept text or None) over `docs`, overall and per noise kind.
 
     Returns {"overall": {...}, "by_kind": {kind: {...}}, "score": harmonic mean of noise recall and content kept}.

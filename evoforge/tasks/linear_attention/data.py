@@ -7,9 +7,14 @@ so one vocabulary serves a model trained on both.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from corpus import generate_corpus
+
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.linear_attention.corpus import generate_corpus
+else:
+    from corpus import generate_corpus
 
 TEXT_VOCAB = 256
 MQAR_OFFSET = TEXT_VOCAB

@@ -18,15 +18,40 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-from settings import Settings, stage_settings  # noqa: E402
-from static_check import build_mixer, check_causality, check_interface, check_parameter_budget, load_program  # noqa: E402
-from training import Benchmarks, RunResult, TooSlow, TrainingDiverged, pick_device, train_and_measure  # noqa: E402
+
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.linear_attention.settings import Settings, stage_settings
+    from evoforge.tasks.linear_attention.static_check import (
+        build_mixer,
+        check_causality,
+        check_interface,
+        check_parameter_budget,
+        load_program,
+    )
+    from evoforge.tasks.linear_attention.training import (
+        Benchmarks,
+        RunResult,
+        TooSlow,
+        TrainingDiverged,
+        pick_device,
+        train_and_measure,
+    )
+else:
+    from settings import Settings, stage_settings
+    from static_check import (
+        build_mixer,
+        check_causality,
+        check_interface,
+        check_parameter_budget,
+        load_program,
+    )
+    from training import Benchmarks, RunResult, TooSlow, TrainingDiverged, pick_device, train_and_measure
 
 BASELINE_PROGRAM = HERE / "initial_program.py"
 RESULT_SOURCES = ("lm.py", "data.py", "corpus.py", "training.py", "initial_program.py")
@@ -48,7 +73,7 @@ def report(
     }  # fmt: skip
 
 
-def candidate_failure(exc: BaseException, during: str) -> dict:
+def candidate_failure(exc: BaseException, during: str) -> dict[str, Any]:
     """The candidate raised: its traceback goes to `traceback`, which the Debugger works from."""
     return report(
         error=f"{type(exc).__name__} {during}: {exc}",
@@ -101,7 +126,7 @@ def time_limit(settings: Settings, base: RunResult) -> tuple[float | None, str]:
     return min(limits) if limits else (None, "")
 
 
-def compare(settings: Settings, cand: RunResult, base: RunResult, baseline_source: str) -> dict:
+def compare(settings: Settings, cand: RunResult, base: RunResult, baseline_source: str) -> dict[str, Any]:
     deltas: dict[str, float] = {}
     if "mqar" in settings.benchmarks:
         deltas["mqar"] = cand.metrics["mqar_accuracy"] - base.metrics["mqar_accuracy"]
@@ -150,7 +175,7 @@ def compare(settings: Settings, cand: RunResult, base: RunResult, baseline_sourc
     return report(score=round(score, 6), valid=True, metrics=metrics, feedback=" ".join(lines), artifacts=artifacts)
 
 
-def evaluate(program: Path, stage: str) -> dict:
+def evaluate(program: Path, stage: str) -> dict[str, Any]:
     """Everything but writing the file; never raises."""
     try:
         settings = stage_settings(stage, HERE)

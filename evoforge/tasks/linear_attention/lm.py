@@ -11,18 +11,19 @@ import torch.nn.functional as F
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, d_model: int, hidden: int):
+    def __init__(self, d_model: int, hidden: int) -> None:
         super().__init__()
         self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        out: torch.Tensor = self.down(F.silu(gate) * up)
+        return out
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, mixer_cls: type[nn.Module]):
+    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, mixer_cls: type[nn.Module]) -> None:
         super().__init__()
         self.mixer_norm = nn.RMSNorm(d_model)
         self.mixer = mixer_cls(d_model, n_heads)
@@ -31,7 +32,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.mixer_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
+        out: torch.Tensor = x + self.mlp(self.mlp_norm(x))
+        return out
 
 
 class CausalLM(nn.Module):
@@ -45,7 +47,7 @@ class CausalLM(nn.Module):
         n_layers: int,
         n_heads: int,
         mlp_ratio: float = 2.0,
-    ):
+    ) -> None:
         super().__init__()
         mlp_hidden = 16 * max(1, round(mlp_ratio * d_model / 16))
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -62,7 +64,8 @@ class CausalLM(nn.Module):
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x)
-        return self.final_norm(x) @ self.embed.weight.T
+        logits: torch.Tensor = self.final_norm(x) @ self.embed.weight.T
+        return logits
 
 
 def count_parameters(module: nn.Module) -> int:

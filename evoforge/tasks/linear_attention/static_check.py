@@ -21,7 +21,9 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -43,7 +45,7 @@ def deltanet_mixer_parameters(d_model: int, n_heads: int) -> int:
     return 4 * d_model * d_model + d_model * n_heads + 3 * 4 * d_model + d_model // n_heads
 
 
-def load_program(path: Path, name: str = "program"):
+def load_program(path: Path, name: str = "program") -> ModuleType:
     """Import a program file as a module called `name`."""
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -54,7 +56,7 @@ def load_program(path: Path, name: str = "program"):
     return module
 
 
-def build_mixer(module, d_model: int, n_heads: int) -> nn.Module:
+def build_mixer(module: ModuleType, d_model: int, n_heads: int) -> nn.Module:
     """Instantiate the candidate's TokenMixer; raises ValueError when the interface is not kept."""
     mixer_cls = getattr(module, "TokenMixer", None)
     if not (isinstance(mixer_cls, type) and issubclass(mixer_cls, nn.Module)):
@@ -90,7 +92,8 @@ def check_parameter_budget(mixer: nn.Module, d_model: int, n_heads: int, ratio: 
 def _seeded_call(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(1234)  # same dropout masks (if any) for both calls being compared
     with torch.no_grad():
-        return mixer(x)
+        y: torch.Tensor = mixer(x)
+    return y
 
 
 def check_causality(mixer: nn.Module, d_model: int, T: int = 64) -> list[str]:
@@ -121,19 +124,25 @@ def check_causality(mixer: nn.Module, d_model: int, T: int = 64) -> list[str]:
     return reasons
 
 
-def _cpu_attention_flop_formulas() -> dict:
+def _cpu_attention_flop_formulas() -> dict[Any, Callable[..., int]]:
     """torch's FLOP counter knows the CUDA attention kernels but not the CPU flash one that
     F.scaled_dot_product_attention picks here; count it with the same formulas."""
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
-    def forward_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
+    Shape = tuple[int, ...]
 
-    def backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+    def forward_flops(query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: object,
+                      out_shape: Shape | None = None, **kwargs: object) -> int:
+        flops: int = sdpa_flop_count(query_shape, key_shape, value_shape)  # torch leaves it unannotated
+        return flops
+
+    def backward_flops(grad_out_shape: Shape, query_shape: Shape, key_shape: Shape, value_shape: Shape,
+                       *args: object, out_shape: Shape | None = None, **kwargs: object) -> int:
+        flops: int = sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+        return flops
 
     aten = torch.ops.aten
-    mapping: dict[Any, Any] = {}
+    mapping: dict[Any, Callable[..., int]] = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
         mapping[aten._scaled_dot_product_flash_attention_for_cpu] = forward_flops
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
@@ -166,7 +175,7 @@ def _fwd_bwd_seconds(mixer: nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - started
 
 
-def check_subquadratic(mixer: nn.Module, d_model: int, measurements: dict) -> list[str]:
+def check_subquadratic(mixer: nn.Module, d_model: int, measurements: dict[str, Any]) -> list[str]:
     mixer.eval()
     xs = {T: torch.randn(1, T, d_model, requires_grad=True) for T in (SHORT_T, LONG_T)}
     memory, flops = {}, {}
@@ -192,17 +201,17 @@ def check_subquadratic(mixer: nn.Module, d_model: int, measurements: dict) -> li
     return reasons
 
 
-def run_checks(program: Path) -> tuple[list[str], dict, bool]:
+def run_checks(program: Path) -> tuple[list[str], dict[str, Any], bool]:
     """(reasons, measurements, crashed): `crashed` when the candidate raised rather than broke a rule, so the
     framework hands it to the Debugger with the evaluator's traceback instead of back to the Researcher."""
-    measurements: dict = {}
+    measurements: dict[str, Any] = {}
     try:
         module = load_program(program)
         mixer = build_mixer(module, CHECK_D_MODEL, CHECK_N_HEADS)
     except (Exception, SystemExit) as exc:  # the candidate's own error: report it, don't crash the checker
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         return [f"interface: could not build TokenMixer({CHECK_D_MODEL}, {CHECK_N_HEADS}): {tail}"], measurements, True
-    rules = (
+    rules: tuple[tuple[str, Callable[[], list[str]]], ...] = (
         ("interface", lambda: check_interface(mixer, CHECK_D_MODEL)),
         ("parameter budget", lambda: check_parameter_budget(mixer, CHECK_D_MODEL, CHECK_N_HEADS)),
         ("causality", lambda: check_causality(mixer, CHECK_D_MODEL)),

@@ -6,15 +6,29 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from data import IGNORE, MQAR_OFFSET, TEXT_VOCAB, TextData, mqar_batch, mqar_vocab
-from lm import CausalLM, count_parameters, mixer_parameters
-from settings import Settings
+
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.linear_attention.data import (
+        IGNORE,
+        MQAR_OFFSET,
+        TEXT_VOCAB,
+        TextData,
+        mqar_batch,
+        mqar_vocab,
+    )
+    from evoforge.tasks.linear_attention.lm import CausalLM, count_parameters, mixer_parameters
+    from evoforge.tasks.linear_attention.settings import Settings
+else:
+    from data import IGNORE, MQAR_OFFSET, TEXT_VOCAB, TextData, mqar_batch, mqar_vocab
+    from lm import CausalLM, count_parameters, mixer_parameters
+    from settings import Settings
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,7 +53,7 @@ def pick_device(settings: Settings) -> torch.device:
     return torch.device(settings.device)
 
 
-def _autocast(device: torch.device, settings: Settings):
+def _autocast(device: torch.device, settings: Settings) -> AbstractContextManager[object]:
     if device.type != "cuda" or settings.amp_dtype == "float32":
         return nullcontext()
     return torch.autocast("cuda", dtype=getattr(torch, settings.amp_dtype))
@@ -61,7 +75,7 @@ def _optimizer(model: nn.Module, settings: Settings) -> torch.optim.Optimizer:
 
 
 def _loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = model(inputs)
+    logits: torch.Tensor = model(inputs)
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
 
@@ -95,7 +109,7 @@ def _subsample(values: list[float], points: int) -> list[float]:
 class Benchmarks:
     """Fixed training streams and evaluation sets, built once and shared by every model trained in a run."""
 
-    def __init__(self, settings: Settings, device: torch.device):
+    def __init__(self, settings: Settings, device: torch.device) -> None:
         self.s, self.device = settings, device
         self.text = (
             TextData(settings.lm_corpus, settings.lm_corpus_chars, settings.seed) if "lm" in settings.benchmarks else None

@@ -17,13 +17,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import rl_env  # noqa: E402
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.rl_algorithm import rl_env
+else:
+    import rl_env
 
 from evoforge.tasks.task_scripts import evaluator_main  # noqa: E402
 
@@ -34,7 +38,7 @@ DEFAULTS = {
 }
 
 
-def stage_settings(stage: str) -> dict:
+def stage_settings(stage: str) -> dict[str, Any]:
     if stage not in DEFAULTS:
         raise ValueError(f"--stage must be one of {sorted(DEFAULTS)}, got {stage!r}")
     raw = os.environ.get("EVOFORGE_STAGE_SETTINGS", "").strip()
@@ -50,9 +54,9 @@ def stage_settings(stage: str) -> dict:
     return settings
 
 
-def _run_all(jobs: list[dict], workers: int, timeout_s: float) -> None:
+def _run_all(jobs: list[dict[str, Any]], workers: int, timeout_s: float) -> None:
     """Run child jobs, `workers` at a time; a candidate failure cancels the jobs not yet started."""
-    pending, running = list(jobs), list[dict]()
+    pending, running = list(jobs), list[dict[str, Any]]()
     while pending or running:
         while pending and len(running) < workers:
             job = pending.pop(0)
@@ -82,7 +86,7 @@ def _run_all(jobs: list[dict], workers: int, timeout_s: float) -> None:
                             print(f"job {other['rule']}/{other['seed']} had already exited", file=sys.stderr)
 
 
-def _failure(job: dict) -> dict | None:
+def _failure(job: dict[str, Any]) -> dict[str, Any] | None:
     if job.get("timed_out"):
         return {"error": f"an RL run of the rule exceeded run_timeout_s (seed {job['seed']})", "traceback": None}
     result_file = job["out"] / "result.json"
@@ -94,9 +98,10 @@ def _failure(job: dict) -> dict | None:
     return None if result.get("ok") else result
 
 
-def _curve(job: dict, cfg: rl_env.EnvConfig, eval_problems) -> dict[str, list]:
+def _curve(job: dict[str, Any], cfg: rl_env.EnvConfig,
+           eval_problems: tuple[torch.Tensor, torch.Tensor]) -> dict[str, list[float]]:
     policy = rl_env.Policy(cfg)
-    curve: dict[str, list] = {"step": [], "greedy": [], "sampled": []}
+    curve: dict[str, list[float]] = {"step": [], "greedy": [], "sampled": []}
     for path in sorted(job["out"].glob("step_*.pt")):
         policy.load_state_dict(torch.load(path, weights_only=True))
         scores = rl_env.evaluate_policy(policy, cfg, *eval_problems)
@@ -106,17 +111,17 @@ def _curve(job: dict, cfg: rl_env.EnvConfig, eval_problems) -> dict[str, list]:
     return curve
 
 
-def _mean_std(values: list[float]) -> dict:
+def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.pstdev(values), 4)}
 
 
-def evaluate(program: Path, stage: str) -> dict:
+def evaluate(program: Path, stage: str) -> dict[str, Any]:
     settings = stage_settings(stage)
     cfg = rl_env.EnvConfig.from_settings(settings)
     torch.set_num_threads(1)
     started = time.time()
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")}
-    runs: dict[int, dict] = {}
+    runs: dict[int, dict[str, Any]] = {}
     jobs = []
     with tempfile.TemporaryDirectory(prefix="rl-eval-") as scratch:
         for seed in settings["seeds"]:
@@ -133,7 +138,7 @@ def evaluate(program: Path, stage: str) -> dict:
                         json.dumps(settings), str(seed)]
                 jobs.append({"rule": rule, "seed": seed, "out": out, "argv": argv, "env": env})
         _run_all(jobs, int(settings["workers"]), float(settings["run_timeout_s"]))
-        metrics: dict = {"stage": stage, "settings": settings}
+        metrics: dict[str, Any] = {"stage": stage, "settings": settings}
         launched = [j for j in jobs if "proc" in j]
         for job in sorted(launched, key=lambda j: j["rule"] != "candidate"):  # a candidate's failure explains the rest
             failure = _failure(job)

@@ -13,6 +13,8 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,7 @@ class EnvConfig:
     eval_problems: int = 500
 
     @classmethod
-    def from_settings(cls, settings: dict) -> EnvConfig:
+    def from_settings(cls, settings: dict[str, Any]) -> EnvConfig:
         known = {k: v for k, v in settings.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -52,7 +54,7 @@ class EnvConfig:
 
 
 class _Block(nn.Module):
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
@@ -64,13 +66,14 @@ class _Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
         x = x + self.proj(y)
-        return x + self.mlp(self.ln2(x))
+        out: torch.Tensor = x + self.mlp(self.ln2(x))
+        return out
 
 
 class Policy(nn.Module):
     """A decoder-only transformer over the 14-token vocabulary."""
 
-    def __init__(self, cfg: EnvConfig):
+    def __init__(self, cfg: EnvConfig) -> None:
         super().__init__()
         self.tok = nn.Embedding(VOCAB, cfg.d_model)
         self.pos = nn.Embedding(3 * cfg.digits + 4, cfg.d_model)
@@ -82,7 +85,8 @@ class Policy(nn.Module):
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln(x))
+        logits: torch.Tensor = self.head(self.ln(x))
+        return logits
 
 
 def problems(cfg: EnvConfig, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +129,8 @@ def rewards(completions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(policy: Policy, prompts: torch.Tensor, length: int, gen: torch.Generator | None):
+def generate(policy: Policy, prompts: torch.Tensor, length: int,
+             gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample (gen given) or decode greedily (gen None); returns tokens [N, length] and their log-probs."""
     seq, logps = prompts, []
     for _ in range(length):
@@ -143,7 +148,7 @@ def token_logps(policy: Policy, prompts: torch.Tensor, completions: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate_policy(policy: Policy, cfg: EnvConfig, a: torch.Tensor, b: torch.Tensor) -> dict:
+def evaluate_policy(policy: Policy, cfg: EnvConfig, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """Greedy exact-match accuracy and the exact expected accuracy of temperature-1 sampling."""
     prompts, targets = encode(cfg, a, b), answers(cfg, a, b)
     greedy, _ = generate(policy, prompts, cfg.answer_len, None)
@@ -180,7 +185,7 @@ class RuleError(Exception):
     """The candidate's rule returned something unusable; the message says what and at which step."""
 
 
-def train_rl(rule, init: Policy, cfg: EnvConfig, seed: int, checkpoint: Callable[[int, Policy], None]) -> list[float]:
+def train_rl(rule: ModuleType, init: Policy, cfg: EnvConfig, seed: int, checkpoint: Callable[[int, Policy], None]) -> list[float]:
     """Run RL with `rule` (compute_advantages, policy_loss) from `init`; returns the mean training reward per step.
 
     `checkpoint(step, policy)` is called every eval_every steps and at the end, for the caller to score.

@@ -9,11 +9,15 @@ import json
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rl_env  # noqa: E402
+if TYPE_CHECKING:  # run with this task's directory on sys.path; type-checked as part of the package
+    from evoforge.tasks.rl_algorithm import rl_env
+else:
+    import rl_env
 
 
 def main() -> None:
