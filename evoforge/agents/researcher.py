@@ -31,7 +31,7 @@ from evoforge.agents.tree_researcher import propose_tree_candidate
 from evoforge.agents.unbound_names import bind_unbound_names, unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.memory.nodes import code_hash
+from evoforge.memory.fingerprint import code_hash
 from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 

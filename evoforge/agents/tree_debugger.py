@@ -19,7 +19,7 @@ from evoforge.agents.tree_researcher import bind_tree_names, tree_diff
 from evoforge.agents.tree_view import shown_files, traceback_location, tree_paths
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.memory.nodes import code_hash
+from evoforge.memory.fingerprint import code_hash
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.tree import decode_bundle

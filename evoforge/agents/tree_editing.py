@@ -51,7 +51,8 @@ def split_changes(reply: str) -> list[FileChange]:
     file's own lines never start a section. Blocks before any header form a section with no path."""
     changes: list[FileChange] = []
     kind: ChangeKind | None = None
-    path, body, where = "", [], "outside"
+    path, where = "", "outside"
+    body: list[str] = []
 
     def close() -> None:
         if kind is not None or any(_SEARCH_LINE.match(line) for line in body):

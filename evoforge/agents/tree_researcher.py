@@ -104,7 +104,9 @@ def propose_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[st
     parent_code: str = state.parent["code"]
     grammar = tree_reply_grammar(decode_bundle(parent_code), first_line="NAME")
     shown = tree_prompt(tree, parent_code, first=res.task.program or None)
-    usage, errors, turned_back = state.usage, [], []
+    usage = state.usage
+    errors: list[str] = []
+    turned_back: list[str] = []
     tries = max(1, res.config.bounds.max_parse_retries + 1 - state.parse_failures)
     for parse_try in range(tries):
         messages = render(res.task, "researcher_tree", parent=state.parent, inspirations=state.inspirations,

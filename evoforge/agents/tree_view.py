@@ -60,7 +60,8 @@ def shown_files(files: dict[str, str], first: str | None = None) -> list[ShownFi
     """The evolvable files as the prompt shows them: `first` (the task's program, or the file a traceback points
     into) leads, then path order; each in full while the budget lasts, an outline after."""
     order = sorted(files, key=lambda path: (path != first, path))
-    shown, used = [], 0
+    shown: list[ShownFile] = []
+    used = 0
     for path in order:
         text = files[path]
         full = used + len(text) <= FILES_BUDGET_CHARS or not shown
@@ -72,7 +73,8 @@ def shown_files(files: dict[str, str], first: str | None = None) -> list[ShownFi
 
 def fixed_outlines(tree: ProgramTree) -> list[ShownFile]:
     """Outlines of the tree's fixed Python files, within `OUTLINE_BUDGET_CHARS`."""
-    shown, used = [], 0
+    shown: list[ShownFile] = []
+    used = 0
     for path, source in tree.fixed_files().items():
         if not path.endswith(".py") or source.is_symlink():
             continue

@@ -4,6 +4,7 @@ recipe. Writes RESULTS_DIR/check.json {ok, reasons, crashed}."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import traceback
@@ -27,8 +28,10 @@ def check(tree: Path) -> tuple[list[str], bool]:
     sys.path.insert(0, str(tree))
     try:
         import torch
-        import train
-        from mixer import TokenMixer
+
+        # the candidate's own modules, found through the tree on sys.path
+        train = importlib.import_module("train")
+        TokenMixer = importlib.import_module("mixer").TokenMixer  # noqa: N806 (a class)
 
         if not callable(getattr(train, "train", None)):
             reasons.append("train.py must define train(model, batches, steps, recipe)")
