@@ -33,6 +33,10 @@ def scripted_config(database: Database, tmp_path: Path, script: str, **overrides
                    "max_debug_attempts": 1},
         # hash duplicates only: embedding near-duplicates are exercised in the novelty tests
         "novelty": {"duplicate_similarity": 0.9999, "judge_similarity": 0.9999},
+        # the scripts drive every step: an echo is retried, not answered by a prior's code or a tuned constant
+        # (those fallbacks have tests of their own: test_routing_unit.py, test_an_echoed_parent_gives_way...)
+        "tune_constants_on_echo": False,
+        "cognition": {"prior_code_fallback": False},
     }
     settings.update(overrides)
     return RunConfig(**settings)
@@ -233,6 +237,26 @@ def test_each_round_focuses_on_the_retrieved_idea_used_least(database: Database,
         assert all("## Idea to implement in this candidate" in prompt for prompt in prompts)
     else:
         assert all("## Idea to implement" not in prompt and "## Knowledge" in prompt for prompt in prompts)
+
+
+def test_an_echo_with_no_priors_runs_a_parameter_experiment_that_is_evaluated_and_recorded(
+        database: Database, tmp_path: Path) -> None:
+    # circle_packing's seed holds RING_RADIUS = 0.3065: the echo below copies that line into its REPLACE
+    script = tmp_path / "echo.yaml"
+    echo = ("NAME: same_ring\nMOTIVATION: the ring as it is\n<<<<<<< SEARCH\nRING_RADIUS = 0.3065\n=======\n"
+            "RING_RADIUS = 0.3065\n>>>>>>> REPLACE\n")
+    script.write_text(json.dumps({"researcher": {"cycle": True, "replies": [echo]},
+                                  "analyzer": {"cycle": True, "replies": ["RESULT: as reported.\nNEXT: more."]}}))
+    config = scripted_config(database, tmp_path, "every_branch.yaml", rounds=2, tune_constants_on_echo=True,
+                             llm={"provider": "scripted", "script": str(script)}, cognition={"top_k": 0})
+    start_run(config, "tuned")
+    nodes = [n for n in services.get_services(config).nodes.list_nodes("tuned") if n.round > 0]
+    assert len(nodes) == 2 and all(node.resources["edit_mode"] == "tuned_constant" for node in nodes)
+    assert all(node.stage_results and node.name.startswith("tuned_") for node in nodes), "each was evaluated"
+    assert len({node.code_hash for node in nodes}) == 2, "the second round tuned something new"
+    for node in nodes:
+        calls = (tmp_path / "state" / "runs" / "tuned" / "nodes" / node.id / TRANSCRIPT).read_text().splitlines()
+        assert [json.loads(call)["role"] for call in calls].count("researcher") == 1, "the echo was enough"
 
 
 @pytest.mark.parametrize("fallback", [True, False])

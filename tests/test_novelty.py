@@ -36,7 +36,7 @@ def test_a_near_copy_is_rejected_and_the_retry_succeeds(
             "max_debug_attempts": 1,
         },
         novelty={"duplicate_similarity": 0.94, "judge_similarity": 0.8},
-        cognition={"top_k": 6},
+        cognition={"top_k": 6, "prior_code_fallback": False},
     )
     steps: list[str] = []
     updates: list[tuple[str, dict[str, Any]]] = []
