@@ -256,7 +256,8 @@ class DockerSandbox:
         import docker
 
         try:
-            events = self.client.events(since=f"{since - 1:.3f}", until=f"{time.time():.3f}", decode=True,
+            # whole seconds, as docker's stubs type them: the window only widens, and the filter names the container
+            events = self.client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
                                         filters={"container": container.id, "event": "oom"})
             return any(True for _ in events)
         except docker.errors.DockerException as exc:
