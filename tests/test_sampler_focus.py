@@ -90,7 +90,7 @@ def test_the_focus_count_migration_counts_the_nodes_recorded_before_it(database:
     store.create_run("run-a", "t", "", {})
     with database.pool.connection() as conn:  # the database as version 5 left it
         conn.execute("DROP TABLE focus_uses")
-        conn.execute("DROP FUNCTION evoforge_focus_uses_insert, evoforge_focus_uses_delete CASCADE")
+        conn.execute("DROP FUNCTION evoforge_focus_uses_change CASCADE")
         conn.execute("DELETE FROM schema_version WHERE version = 6")
     for round_, items in enumerate([[], ["near"], ["far", "near"], ["near"]]):
         store.record_node(focused("run-a", round_, *items))
