@@ -49,7 +49,9 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# the repository root in place of this script's folder: benchmarks/kernels.py would be found as the `kernels` package
+# that transformers probes for when sentence-transformers loads MiniLM, and the import fails
+sys.path[:] = [str(ROOT), *(entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "benchmarks")]
 
 from evoforge.agents.base import TRANSCRIPT  # noqa: E402  (the repository root goes on sys.path first)
 from evoforge.agents.recorder import node_id_for  # noqa: E402

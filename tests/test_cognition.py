@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from evoforge.cognition.documents import MAX_WORDS, split_markdown
-from evoforge.cognition.embeddings import LocalEmbedder, OpenAIEmbedder, embedding_identity, get_embedder
+from evoforge.cognition.embeddings import (
+    CachedEmbedder,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    embedding_identity,
+    get_embedder,
+)
 from evoforge.cognition.store import CognitionStore
 from evoforge.config import CognitionConfig
 from evoforge.memory.database import Database, EmbeddingMismatchError
@@ -178,6 +184,52 @@ def test_local_embedder_gives_normalised_vectors(embedder: LocalEmbedder) -> Non
     assert [len(v) for v in vectors] == [384, 384]
     assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)
     assert get_embedder() is get_embedder("all-MiniLM-L6-v2")
+    assert isinstance(get_embedder(), CachedEmbedder) and isinstance(get_embedder().inner, LocalEmbedder)
+
+
+class _CountingEmbedder:
+    """A stand-in model that records every batch it is sent."""
+
+    name = "counting"
+    dim = 2
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        return [[float(len(text)), 1.0] for text in texts]
+
+
+def test_the_cached_embedder_sends_only_texts_it_does_not_hold_in_one_call() -> None:
+    model = _CountingEmbedder()
+    cached = CachedEmbedder(model, size=3)
+    assert cached.embed(["a", "bb", "a"]) == [[1.0, 1.0], [2.0, 1.0], [1.0, 1.0]]
+    assert cached.embed(["bb", "ccc", "a"]) == [[2.0, 1.0], [3.0, 1.0], [1.0, 1.0]]
+    assert model.batches == [["a", "bb"], ["ccc"]], "each text once, the held ones never again"
+    cached.embed(["dddd"])  # holds 3: "bb", the least recently used, goes
+    cached.embed(["a", "bb"])
+    assert model.batches[-1] == ["bb"]
+    assert cached.embed([]) == [] and model.batches[-1] == ["bb"]
+    assert (cached.name, cached.dim) == ("counting", 2)
+    with pytest.raises(ValueError, match="size: expected at least 1, got 0"):
+        CachedEmbedder(model, size=0)
+
+
+@pytest.mark.integration
+def test_a_search_through_the_cached_embedder_finds_what_the_model_alone_finds(
+    database: Database, embedder: LocalEmbedder, notes_dir: Path
+) -> None:
+    plain = CognitionStore(database, embedder)
+    plain.ingest_files([notes_dir], TASK)
+    cached = CognitionStore(database, CachedEmbedder(embedder))
+    queries = ["constraints between every pair of circles", "six neighbours per circle", "overlap penalty"]
+    cached.search(queries[1:], task=TASK, k=4, min_similarity=-1.0)  # two of the three held, batched apart
+    for _ in range(2):
+        found = cached.search(queries, task=TASK, k=4, min_similarity=-1.0)
+        expected = plain.search(queries, task=TASK, k=4, min_similarity=-1.0)
+        assert [item.id for item in found] == [item.id for item in expected]
+        assert [item.similarity for item in found] == pytest.approx([item.similarity for item in expected], abs=1e-5)
 
 
 class _FakeEmbedder:

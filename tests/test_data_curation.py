@@ -3,52 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from task_script_runs import TaskScripts
 
-from evoforge.tasks.spec import EvaluationReport, load_task
+from evoforge.tasks.spec import load_task
 
 TASK = load_task("data_curation")
 FIXTURES = Path(__file__).parent / "fixtures" / "data_curation"
 TINY_QUICK = {"sample_docs": 400}
 TINY_FULL = {"sample_docs": 900, "train_tokens": 60_000, "eval_tokens": 10_000, "probes": 200}
 TIMING_KEYS = ("candidate_seconds", "seconds")
-
-
-def _work_dir(tmp_path: Path, program: str) -> Path:
-    work = tmp_path / "work"
-    work.mkdir(parents=True)
-    for name in [TASK.evaluator, *TASK.extra_files]:
-        shutil.copy(TASK.root / name, work / name)
-    (work / "program.py").write_text(program)
-    return work
+SCRIPTS = TaskScripts(TASK)
+evaluate, static_check = SCRIPTS.evaluate, SCRIPTS.static_check
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> str:
     """One extraction of the stdlib text for the whole module (the evaluator's optional cache)."""
     return str(tmp_path_factory.mktemp("corpus-cache"))
-
-
-def evaluate(tmp_path: Path, program: str, settings: dict, stage: str = "quick") -> EvaluationReport:
-    work = _work_dir(tmp_path, program)
-    env = {**os.environ, "EVOFORGE_STAGE_SETTINGS": json.dumps(settings)}
-    proc = subprocess.run([sys.executable, TASK.evaluator, "program.py", "results", "--stage", stage], cwd=work,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return EvaluationReport.model_validate_json((work / "results" / "metrics.json").read_text())
-
-
-def static_check(tmp_path: Path, program: str) -> dict:
-    work = _work_dir(tmp_path, program)
-    subprocess.run([sys.executable, TASK.rules.static_check.script, "program.py", "check"], cwd=work, check=True,
-                   timeout=120)
-    return json.loads((work / "check" / "check.json").read_text())
 
 
 def _without_timing(metrics: dict) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from processes import processes_mentioning
 
 from evoforge.config import RunConfig
 from evoforge.graph.runner import start_run
@@ -45,18 +46,6 @@ def sandbox(request: pytest.FixtureRequest) -> Sandbox:
     return request.getfixturevalue("docker_sandbox")
 
 
-def processes_with(marker: str) -> list[str]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in command and entry != str(os.getpid()):
-            found.append(f"{entry}:{command[:100]!r}")
-    return found
-
-
 def evaluate_hostile(sandbox: Sandbox, candidate: str, tmp_path: Path, **settings: Any) -> StageOutcome:
     """Run a hostile candidate through `run_stage`; every process of it carries a fresh marker (the stage
     name is on the evaluator's command line) so leftovers can be found on the host afterwards."""
@@ -67,7 +56,7 @@ def evaluate_hostile(sandbox: Sandbox, candidate: str, tmp_path: Path, **setting
     code = (HOSTILE / f"{candidate}.py").read_text()
     outcome = run_stage(task, stage, code, tmp_path / "work", sandbox, settings_override={"marker": marker, **settings},
                         max_output_bytes=OUTPUT_LIMIT)
-    assert processes_with(marker) == [], f"{candidate} left processes behind"
+    assert processes_mentioning(marker) == [], f"{candidate} left processes behind"
     if isinstance(sandbox, DockerSandbox):
         assert sandbox.client.containers.list(all=True, filters={"label": LABEL}) == []
     assert outcome.failed and outcome.error, outcome

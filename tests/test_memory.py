@@ -19,7 +19,7 @@ import pytest
 from evoforge.config import SamplingConfig
 from evoforge.memory.database import Database, EmbeddingMismatchError, async_checkpointer, get_database
 from evoforge.memory.embedded import SHARED_CLUSTER_ROOT, EmbeddedPostgres, cluster_dir
-from evoforge.memory.nodes import NodeRecord, NodeStore, code_hash
+from evoforge.memory.nodes import NEAREST_EF_SEARCH, NodeRecord, NodeStore, code_hash
 from evoforge.memory.sampling import Selection, select_context
 from evoforge.tasks.spec import Score
 
@@ -200,6 +200,21 @@ def test_nearest_nodes_orders_by_cosine_similarity_within_the_run(store: NodeSto
 
 
 @pytest.mark.integration
+def test_hnsw_scan_settings_hold_for_their_transaction_only(database: Database) -> None:
+    def shown(conn: psycopg.Connection) -> tuple[str, str]:
+        row = conn.execute("SELECT current_setting('hnsw.ef_search') AS ef, "
+                           "current_setting('hnsw.iterative_scan') AS scan").fetchone()
+        return row["ef"], row["scan"]
+
+    with database.pool.connection() as conn:
+        conn.execute("LOAD 'vector'")  # the settings exist once the extension's library is loaded
+        with conn.transaction():
+            database.configure_hnsw_scan(conn, ef_search=NEAREST_EF_SEARCH)
+            assert shown(conn) == (str(NEAREST_EF_SEARCH), "strict_order")
+        assert shown(conn) == ("40", "off"), "pgvector's defaults again after the transaction"
+
+
+@pytest.mark.integration
 def test_a_fork_remembers_its_origin_as_it_stood_when_the_forked_step_ran(store: NodeStore,
                                                                          database: Database) -> None:
     def database_now() -> datetime:
@@ -350,7 +365,7 @@ def test_embedding_dimension_mismatch_is_a_clear_error(database: Database, tmp_p
         Database.open(database.url, tmp_path, embedding_dim=768)
     with pytest.raises(ValueError, match="embedding_dim: expected 1..2000, got 3072"):
         Database.open(database.url, tmp_path, embedding_dim=3072)
-    assert database.migrate() == 5, "migrating again is a no-op"
+    assert database.migrate() == 6, "migrating again is a no-op"
     shared = get_database(database.url, tmp_path)
     try:
         assert get_database(database.url, tmp_path / "ignored with a URL") is shared
@@ -473,6 +488,6 @@ def test_the_fingerprint_migration_rehashes_nodes_recorded_before_it(store: Node
         conn.execute("UPDATE nodes SET code_hash = 'text-hash' WHERE run_id = %s", (RUN,))
         conn.execute("DELETE FROM schema_version WHERE version = 3")
     assert store.find_by_code_hash(RUN, code_hash(code)) is None
-    assert database.migrate() == 5
+    assert database.migrate() == 6
     echo = "def f(x):\n    doubled = x * 2\n    return doubled\n"
     assert store.find_by_code_hash(RUN, code_hash(echo)).id == f"{RUN}-r1-l0"  # type: ignore[union-attr]

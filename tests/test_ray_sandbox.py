@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import pids_mentioning
 
 from evoforge.config import SandboxConfig
 from evoforge.sandbox import Job, Limits, get_sandbox, sandbox_capacity
@@ -61,17 +62,6 @@ def ray_sandbox() -> Iterator[RaySandbox]:
 def job(workdir: Path, code: str, *args: str, **limits) -> Job:
     limits.setdefault("timeout_s", 20)
     return Job([sys.executable, "-c", textwrap.dedent(code), *args], workdir, Limits(**limits))
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            continue  # exited while we looked
-    return found
 
 
 def ray_worker_above(pid: int) -> int | None:
@@ -135,7 +125,7 @@ def test_the_timeout_kill_lands_within_a_second_of_the_limit(ray_sandbox: RaySan
     """
     result = ray_sandbox.run(job(tmp_path, code, marker, timeout_s=1.5))
     assert result.killed_reason == "timeout" and 1.5 <= result.wall_s < 2.5
-    assert processes_with(marker) == []
+    assert pids_mentioning(marker) == []
 
 
 def _command_name(pid: int) -> str:
@@ -149,7 +139,7 @@ def kill_worker_once(marker: str, killed: list[int], stop: threading.Event) -> N
     """SIGKILL the Ray worker running the job that carries `marker`, once the job's Python has started
     (bubblewrap needs a moment to arm its --die-with-parent)."""
     while not stop.is_set():
-        for pid in processes_with(marker):
+        for pid in pids_mentioning(marker):
             worker = ray_worker_above(pid)
             if worker is not None and _command_name(pid).startswith("python"):
                 time.sleep(0.2)
@@ -182,9 +172,9 @@ def test_a_killed_worker_is_retried_or_reported_never_hung(ray_sandbox: RaySandb
         assert result.killed_reason == "worker_lost" and "Ray worker running it died" in result.describe_failure()
     # the worker's death reaches the job through bubblewrap's --die-with-parent, a moment later
     deadline = time.monotonic() + 2
-    while processes_with(marker) and time.monotonic() < deadline:
+    while pids_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert processes_with(marker) == []
+    assert pids_mentioning(marker) == []
 
 
 @pytest.mark.integration

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from task_script_runs import TaskScripts
 
 from evoforge.tasks.spec import EvaluationReport, load_task
 
@@ -19,30 +15,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "rl_algorithm"
 TINY = {"seeds": [0], "steps": 20, "eval_every": 10, "eval_problems": 300}
 
 
-def _work_dir(tmp_path: Path, program: str) -> Path:
-    work = tmp_path / "work"
-    work.mkdir(parents=True)
-    for name in [TASK.evaluator, *TASK.extra_files, TASK.rules.static_check.script]:
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(TASK.root / name, work / name)
-    (work / "program.py").write_text(program)
-    return work
-
-
-def evaluate(tmp_path: Path, program: str, settings: dict, stage: str = "quick") -> EvaluationReport:
-    work = _work_dir(tmp_path, program)
-    env = {**os.environ, "EVOFORGE_STAGE_SETTINGS": json.dumps(settings)}
-    proc = subprocess.run([sys.executable, TASK.evaluator, "program.py", "results", "--stage", stage], cwd=work,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return EvaluationReport.model_validate_json((work / "results" / "metrics.json").read_text())
-
-
-def static_check(tmp_path: Path, program: str) -> dict:
-    work = _work_dir(tmp_path, program)
-    subprocess.run([sys.executable, TASK.rules.static_check.script, "program.py", "check"], cwd=work, check=True,
-                   timeout=120)
-    return json.loads((work / "check" / "check.json").read_text())
+SCRIPTS = TaskScripts(TASK)
+evaluate, static_check = SCRIPTS.evaluate, SCRIPTS.static_check
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import pids_mentioning
 
 from evoforge.sandbox import Job, Limits, SandboxError, get_sandbox
 from evoforge.sandbox import bubblewrap as bwrap_module
@@ -61,18 +62,6 @@ def run_py(mode: str, workdir: Path, code: str, **limits) -> tuple:
     return result, time.monotonic() - start
 
 
-def live_with_marker(marker: str) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
 SPAWNER = """
 import os, subprocess, sys, time
 print(os.getuid(), flush=True)
@@ -99,7 +88,7 @@ def test_timeout_kills_children_and_setsid_daemons_within_a_second(mode: str, wo
     assert (result.killed_reason, result.returncode) == ("timeout", None)
     assert 1.0 <= result.wall_s < 2.0 and elapsed < 2.0
     assert uid >= 200_000, "the job ran as root"
-    assert live_with_marker(marker) == [] and processes_of(uid) == {}
+    assert pids_mentioning(marker) == [] and processes_of(uid) == {}
     assert "wall-clock" in (result.describe_failure() or "")
 
 
@@ -330,7 +319,7 @@ def test_sigkill_of_evoforge_does_not_leave_the_job_running(mode: str, workdir: 
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(0.5)
-    survivors = live_with_marker(marker)
+    survivors = pids_mentioning(marker)
     if mode == "bubblewrap":
         assert survivors == []
         return
@@ -339,7 +328,7 @@ def test_sigkill_of_evoforge_does_not_leave_the_job_running(mode: str, workdir: 
     assert len(survivors) == 2, survivors
     sweeper = LocalSandbox(isolation="none", uid_base=250_000)
     sweeper.run(Job(["/bin/true"], workdir, Limits(timeout_s=5)))
-    assert live_with_marker(marker) == []
+    assert pids_mentioning(marker) == []
 
 
 def test_auto_falls_back_with_a_warning_and_bubblewrap_mode_refuses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,6 @@ band down to `judge_similarity` an LLM judge decides.
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -40,36 +37,16 @@ def embed_candidate(embedder: Embedder, motivation: str, code: str) -> list[floa
     code without docstrings, as the Researcher edits it, so a child is not told apart from its parent by the
     docstrings it was never shown).
 
-    The Novelty-Checker and the Recorder both need it in a round; the last few are kept, so it is computed once."""
-    recent = _recent_embeddings(embedder)
-    with _embeddings_lock:
-        if (cached := recent.get((motivation, code))) is not None:
-            recent.move_to_end((motivation, code))
-            return list(cached)
+    The Novelty-Checker and the Recorder both need it in a round; the run's embedder keeps the vectors of recent
+    texts (cognition/embeddings.py:CachedEmbedder), so the model sees the candidate's texts once, and a code chunk
+    it shares with an earlier candidate of the process (its parent's, mostly) not at all."""
     lines = evolvable_text(without_docstrings(code)).splitlines()
     chunks = ["\n".join(lines[i : i + CHUNK_LINES]) for i in range(0, len(lines), CHUNK_LINES)]
     texts = [t for t in [motivation.strip(), *chunks] if t.strip()] or [code]
     mean = np.asarray(embedder.embed(texts), dtype=np.float64).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     vector: list[float] = (mean / norm if norm > 0 else mean).tolist()
-    with _embeddings_lock:
-        recent[(motivation, code)] = tuple(vector)
-        while len(recent) > _RECENT_EMBEDDINGS:
-            recent.popitem(last=False)
     return vector
-
-
-_RECENT_EMBEDDINGS = 64
-"""More than a round's candidates across a few lanes: a lane embeds each candidate, then records one of them."""
-_embeddings_lock = threading.Lock()
-_by_embedder: weakref.WeakKeyDictionary[Embedder, OrderedDict[tuple[str, str], tuple[float, ...]]] = (
-    weakref.WeakKeyDictionary())
-
-
-def _recent_embeddings(embedder: Embedder) -> OrderedDict[tuple[str, str], tuple[float, ...]]:
-    """The last candidates `embedder` embedded (kept with the embedder: another model's vectors never match)."""
-    with _embeddings_lock:
-        return _by_embedder.setdefault(embedder, OrderedDict())
 
 
 def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:

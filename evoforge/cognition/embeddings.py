@@ -7,7 +7,10 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
 
 if TYPE_CHECKING:
     from evoforge.config import CognitionConfig
@@ -120,6 +123,43 @@ class OpenAIEmbedder:
         return vectors
 
 
+class CachedEmbedder:
+    """An embedder that keeps the vectors of the last `size` texts it embedded, so a text seen again costs no
+    model call; the texts it does not hold go to the model in one call.
+
+    A round embeds many texts an earlier round did: the sampled nodes' motivations and analyses (the best nodes
+    are inspirations round after round, a parent's motivation was embedded when it was a candidate), the code
+    chunks a child shares with its parent, the candidate again when it is recorded."""
+
+    def __init__(self, inner: Embedder, size: int = 4096) -> None:
+        if size < 1:
+            raise ValueError(f"size: expected at least 1, got {size!r}")
+        self.inner = inner
+        self.name = inner.name
+        self._size = size
+        self._held: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            held = {text: self._held[text] for text in texts if text in self._held}
+            for text in held:
+                self._held.move_to_end(text)
+        missing = list(dict.fromkeys(text for text in texts if text not in held))
+        if missing:
+            fresh = dict(zip(missing, map(np.asarray, self.inner.embed(missing)), strict=True))
+            held.update(fresh)
+            with self._lock:
+                self._held.update(fresh)
+                while len(self._held) > self._size:
+                    self._held.popitem(last=False)
+        return [held[text].tolist() for text in texts]
+
+
 def embedding_identity(settings: CognitionConfig) -> tuple[str, int]:
     """(model name, dimension) the database records for the configured embeddings: known without
     loading for MiniLM or a declared `embedding_dim`, else asked of the endpoint once."""
@@ -141,12 +181,11 @@ def get_embedder(
     model_name: str = "all-MiniLM-L6-v2", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY"
 ) -> Embedder:
     """The process-wide embedder for a model: MiniLM locally when named without a base_url, else an
-    OpenAI-compatible endpoint (OpenAI's own when `base_url` is None)."""
+    OpenAI-compatible endpoint (OpenAI's own when `base_url` is None); it keeps the vectors of recent texts."""
     key = (model_name, base_url, api_key_env)
     with _embedders_lock:
         if key not in _embedders:
-            if base_url is None and model_name in LOCAL_MODEL_NAMES:
-                _embedders[key] = LocalEmbedder()
-            else:
-                _embedders[key] = OpenAIEmbedder(model_name, base_url=base_url, api_key_env=api_key_env)
+            local = base_url is None and model_name in LOCAL_MODEL_NAMES
+            _embedders[key] = CachedEmbedder(
+                LocalEmbedder() if local else OpenAIEmbedder(model_name, base_url=base_url, api_key_env=api_key_env))
         return _embedders[key]

@@ -99,11 +99,10 @@ def node_provenance(database: Database, node_id: str) -> Provenance:
 
 
 def focus_counts(database: Database, run_id: str) -> dict[str, int]:
-    """How many of the run's nodes had each cognition item as their Researcher's focus (the first item shown)."""
+    """How many of the run's nodes had each cognition item as their Researcher's focus (the first item shown).
+
+    Read from `focus_uses`, which triggers keep as nodes are recorded (schema version 6): the cost follows the
+    number of items, not of nodes."""
     with database.pool.connection() as conn:
-        rows = conn.execute(
-            "SELECT cognition_ids[1] AS item_id, count(*) AS uses FROM nodes "
-            "WHERE run_id = %s AND cardinality(cognition_ids) > 0 GROUP BY 1",
-            (run_id,),
-        ).fetchall()
+        rows = conn.execute("SELECT item_id, uses FROM focus_uses WHERE run_id = %s", (run_id,)).fetchall()
     return {row["item_id"]: int(row["uses"]) for row in rows}

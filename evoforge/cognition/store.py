@@ -187,8 +187,7 @@ class CognitionStore:
         where = "WHERE c.retired_at IS NULL" + ("" if task is None else " AND coalesce(c.task, '') IN (%(task)s, '')")
         best: dict[str, CognitionItem] = {}
         with self.database.pool.connection() as conn, conn.transaction():
-            if self.database.supports_iterative_scan:
-                conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            self.database.configure_hnsw_scan(conn)
             rows = conn.execute(
                 "SELECT found.* FROM unnest(%(queries)s::vector[]) AS q (v) CROSS JOIN LATERAL ("
                 f"SELECT {_ALIASED_COLUMNS}, 1 - (c.embedding <=> q.v) AS similarity FROM cognition c {where} "

@@ -69,6 +69,7 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[psycopg.Connection[Any]], None]], .
     (3, _rehash_code),
     (4, "schema_004_forks.sql"),
     (5, "schema_005_cognition_retired.sql"),
+    (6, "schema_006_focus_uses.sql"),
 )
 """Schema versions in the order they are applied (an SQL file or a Python step); add new ones at the end,
 never edit an applied one."""
@@ -161,6 +162,16 @@ class Database:
     def supports_iterative_scan(self) -> bool:
         """pgvector ≥ 0.8 keeps scanning an HNSW index until a filtered query has its k rows."""
         return self.vector_version >= (0, 8, 0)
+
+    def configure_hnsw_scan(self, conn: psycopg.Connection[Any], *, ef_search: int | None = None) -> None:
+        """For the rest of `conn`'s open transaction: an HNSW scan goes on until a filtered query has its rows
+        (pgvector ≥ 0.8, in distance order), keeping `ef_search` candidates (pgvector's default, 40, when None)."""
+        settings = {"hnsw.iterative_scan": "strict_order"} if self.supports_iterative_scan else {}
+        if ef_search is not None:
+            settings["hnsw.ef_search"] = str(ef_search)
+        if settings:
+            calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
+            conn.execute(f"SELECT {calls}", [value for pair in settings.items() for value in pair])
 
     def migrate(self) -> int:
         """Create the vector extension and apply pending schema versions; returns the schema version.

@@ -24,6 +24,14 @@ ELIGIBLE = "valid AND " + _FINITE_SCORE
 """Nodes a sampling policy may choose: the predicate of the partial index on eligible nodes (a query
 must repeat it to use the index)."""
 
+NEAREST_EF_SEARCH = 100
+"""HNSW candidates kept while searching for a candidate's nearest nodes (pgvector's default is 40). Measured
+(2026-12-03) with 11 clustered vectors recorded after an index built over 100k random unit vectors (the
+benchmarks/overhead.py layout): at 40, 1 to 6 of 30 queries near the cluster returned a random vector (similarity
+~0.2, the true nearest ~0.83), because the greedy walk through the random vectors rarely reaches so small a
+cluster; at 100, none of 30 did (~2-5 ms a query); with 40 clustered vectors, 40 sufficed. The iterative scan does
+not help here: it continues only when the run filter removes rows."""
+
 
 def check_direction(direction: str) -> None:
     if direction not in DIRECTIONS:
@@ -274,8 +282,7 @@ class NodeStore:
         query = Vector(embedding)
         in_memory, params = self._in_memory_of(run_id)
         with self.database.pool.connection() as conn, conn.transaction():
-            if self.database.supports_iterative_scan:
-                conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            self.database.configure_hnsw_scan(conn, ef_search=max(NEAREST_EF_SEARCH, k))
             rows = conn.execute(
                 "SELECT *, 1 - (embedding <=> %s) AS similarity FROM nodes "
                 f"WHERE {in_memory} AND embedding IS NOT NULL ORDER BY embedding <=> %s LIMIT %s",

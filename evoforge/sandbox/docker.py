@@ -259,9 +259,9 @@ class DockerSandbox:
         import docker
 
         try:
-            # the engine takes fractional seconds as a string; types-docker's overloads allow only int or datetime
-            events = self.client.events(since=f"{since - 1:.3f}", until=f"{time.time():.3f}",  # type: ignore[call-overload]
-                                        decode=True, filters={"container": container.id, "event": "oom"})
+            # whole seconds, as docker's stubs type them: the window only widens, and the filter names the container
+            events = self.client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                                        filters={"container": container.id, "event": "oom"})
             return any(True for _ in events)
         except docker.errors.DockerException as exc:
             log.warning("reading the engine's events of container %s failed: %s", container.short_id, exc)
