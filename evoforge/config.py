@@ -271,6 +271,10 @@ class RunConfig(BaseModel):
     llm_static_review: bool = False
     llm_analysis: bool = True
     """The Analyzer's model call; off, each node gets a factual report of its stages and no insights."""
+    model_reports_on_built_candidates: bool = False
+    """Whether the Analyzer's model also reports on the candidates the loop builds when the Researcher's reply
+    echoes its parent (a prior's code, a tuned constant). Off, they get an exact report of what changed and how it
+    scored against the parent, without a model call (analyzer.built_candidate_report)."""
     seed: int = 0
     """Base of the per-request sampling seeds (varied per call so repeats don't come back identical)."""
 

@@ -222,6 +222,15 @@ def test_the_report_keeps_two_insights_of_four_words_or_more() -> None:
     assert report == reply.strip()
 
 
+def test_a_lesson_that_names_the_candidate_or_its_parent_is_not_kept() -> None:
+    reply = ("RESULT: scored 2.57\nNEXT: more\n"
+             "INSIGHT: The tuned_an_argument_of_normal_0_1 candidate is a good starting point for the search\n")
+    assert parse_report(reply, node_names=("tuned_an_argument_of_normal_0_1", "seed"))[1] == []
+    named_parent = "INSIGHT: Jitter on Grid_Packing starts helps the optimiser"
+    assert parse_report(named_parent, node_names=("other", "grid_packing"))[1] == []
+    assert parse_report(named_parent, node_names=("other", ""))[1] == ["Jitter on Grid_Packing starts helps the optimiser"]
+
+
 def test_the_report_is_clipped_and_may_have_no_insight() -> None:
     assert parse_report("  " + "x" * (MAX_REPORT_CHARS + 500) + "  ") == ("x" * MAX_REPORT_CHARS, [])
 
@@ -231,6 +240,49 @@ def test_the_fallback_report_says_what_the_stages_did() -> None:
     state = round_state(status="runtime_failed", error="IndexError",
                         stage_results=[{"stage": "quick", "status": "runtime_error", "score": None}])
     assert fallback_report(state) == "RESULT: runtime_failed - IndexError\nstage quick: runtime_error, score None"
+
+
+TUNED = {"edit_mode": "tuned_constant", "change": "RING_RADIUS from 0.3065 to 0.31"}
+PRIOR = {"edit_mode": "prior_code", "change": "the code of the prior 'Staggered rows'"}
+
+
+@pytest.mark.parametrize(("built", "stage", "status", "error", "report"), [
+    (TUNED, {"score": 1.2}, "evaluated", None,
+     "RESULT: RING_RADIUS from 0.3065 to 0.31 scored 1.2 against the parent's 0.96 (+0.24): better, a new best.\n"
+     "NEXT: step this setting once more the same way, or build the next idea on this program."),
+    (TUNED, {"score": 0.9}, "evaluated", None,
+     "RESULT: RING_RADIUS from 0.3065 to 0.31 scored 0.9 against the parent's 0.96 (-0.06): no gain.\n"
+     "NEXT: leave this setting; change the method, not a constant."),
+    (PRIOR, {"score": 0.0}, "invalid", "2 circles overlap",
+     "RESULT: the code of the prior 'Staggered rows' scored 0 against the parent's 0.96 (-0.96) but ended invalid: "
+     "no gain.\nNEXT: keep building on the parent's own method."),
+    (PRIOR, {"score": None}, "runtime_failed", "NameError: name 'optimise' is not defined",
+     "RESULT: the code of the prior 'Staggered rows' ended runtime_failed: NameError: name 'optimise' is not "
+     "defined.\nNEXT: this change breaks the program; take another idea, not this one again."),
+])
+def test_a_candidate_the_loop_built_gets_an_exact_report_without_a_model_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, built: dict[str, str], stage: dict[str, object], status: str,
+    error: str | None, report: str,
+) -> None:
+    config = RunConfig(state_dir=tmp_path)
+    use_stand_ins(monkeypatch, analyzer, config)
+    model = ScriptedAsk()
+    monkeypatch.setattr(analyzer, "ask", model)
+    state = round_state(candidate=candidate(**built), status=status, error=error, best_score=1.0,
+                        stage_results=[{"stage": "quick", "status": "ok", **stage}])
+    update = analyzer.analyze_result(state, runtime(config))
+    assert (update["analysis"], update["insights"], model.calls) == (report, [], [])
+
+
+def test_the_model_reports_on_a_built_candidate_where_the_config_asks_for_it(monkeypatch: pytest.MonkeyPatch,
+                                                                               tmp_path: Path) -> None:
+    config = RunConfig(state_dir=tmp_path, model_reports_on_built_candidates=True)
+    use_stand_ins(monkeypatch, analyzer, config)
+    model = ScriptedAsk("RESULT: better\nNEXT: more")
+    monkeypatch.setattr(analyzer, "ask", model)
+    state = round_state(candidate=candidate(**TUNED), status="evaluated", stage_results=[{"score": 1.2}])
+    assert analyzer.analyze_result(state, runtime(config))["analysis"] == "RESULT: better\nNEXT: more"
+    assert len(model.calls) == 1
 
 
 LESSON = "RESULT: better\nINSIGHT: a ring near the walls wins"

@@ -89,6 +89,28 @@ def _candidate(name: str, motivation: str, original_code: str, code: str, mode: 
     }
 
 
+@dataclass(frozen=True)
+class BuiltCandidate:
+    """A candidate the loop built without the model, when the Researcher's reply echoed its parent."""
+
+    name: str
+    motivation: str
+    code: str
+    mode: str
+    """`prior_code` or `tuned_constant`."""
+    change: str
+    """What it changed in the parent, in a few words, for its report (analyzer.built_candidate_report)."""
+    cognition: list[dict[str, Any]]
+    """The round's cognition, the prior whose code it ran put first."""
+    repairs: list[str]
+
+    def as_candidate(self, original_code: str, messages: list[Any], reply: str,
+                     conversation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {**_candidate(self.name, self.motivation, original_code, self.code, self.mode, messages, reply,
+                             self.repairs, conversation),
+                "change": self.change}
+
+
 def _idea_name(item: dict[str, Any]) -> str:
     """A cognition item's own heading: the last part of a title such as 'Layouts that work / Staggered rows'."""
     return str(item["title"]).split(" / ")[-1]
@@ -121,11 +143,11 @@ def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]], par
 
 
 def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, Any]],
-                        parent_code: str) -> tuple[str, str, str, str, list[dict[str, Any]], list[str]] | None:
-    """(name, motivation, code, edit mode, cognition, repairs) of the candidate a round runs when the Researcher's
-    reply left its parent unchanged: the code of a retrieved prior that changes the parent into a new program, else
-    one of the parent's constants tuned (constant_tuning.py); None where the config allows neither or neither gives
-    a program node memory does not hold."""
+                        parent_code: str) -> BuiltCandidate | None:
+    """The candidate a round runs when the Researcher's reply left its parent unchanged: the code of a retrieved
+    prior that changes the parent into a new program, else one of the parent's constants tuned
+    (constant_tuning.py); None where the config allows neither or neither gives a program node memory does not
+    hold."""
 
     def is_known(code: str) -> bool:
         return res.nodes.find_by_code_hash(state.run_id, code_hash(code)) is not None
@@ -136,14 +158,16 @@ def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, A
         title, code, cognition, repairs = prior
         motivation = (f"The code the prior '{title}' gives, merged into the parent (the Researcher's reply "
                       "left the program unchanged).")
-        return f"prior_{_snake(title)}"[:60], motivation, code, "prior_code", cognition, repairs
+        return BuiltCandidate(f"prior_{_snake(title)}"[:60], motivation, code, "prior_code",
+                              f"the code of the prior '{title}'", cognition, repairs)
     if not res.config.tune_constants_on_echo:
         return None
     tuning = first_new_tuning(parent_code, evolve_block=res.task.evolve_block,
                               seed=zlib.crc32(str(state.node_id).encode()), is_known=is_known)
     if tuning is None:
         return None
-    return tuning.name, tuning.motivation, tuning.code, TUNED_CONSTANT, cognition, []
+    return BuiltCandidate(tuning.name, tuning.motivation, tuning.code, TUNED_CONSTANT,
+                          f"{tuning.setting} from {tuning.old} to {tuning.new}", cognition, [])
 
 
 def _model_echoed_parent(state: State) -> bool:
@@ -195,12 +219,11 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
     if _model_echoed_parent(state) and state.candidate is not None:
         fallback = _unchanged_fallback(state, res, cognition, parent_code)
         if fallback is not None:
-            name, motivation, code, mode, cognition, repairs = fallback
             log.info("round %s: the candidate was the parent again (by its embedding); the candidate is %s (%s)",
-                     state.round, name, mode)
-            candidate = _candidate(name, motivation, original_code, code, mode, [], "", repairs,
-                                   conversation=state.candidate.get("conversation", []))
-            return {"candidate": candidate, "usage": usage, "cognition": cognition}
+                     state.round, fallback.name, fallback.mode)
+            candidate = fallback.as_candidate(original_code, [], "",
+                                              conversation=state.candidate.get("conversation", []))
+            return {"candidate": candidate, "usage": usage, "cognition": fallback.cognition}
     for parse_try in range(tries):
         messages = render(
             res.task,
@@ -230,12 +253,10 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             unchanged = isinstance(exc, UnchangedEdit)
             fallback = _unchanged_fallback(state, res, cognition, parent_code) if unchanged else None
             if fallback is not None:
-                name, motivation, code, mode, cognition, repairs = fallback
                 log.info("round %s: the reply left the parent unchanged; the candidate is %s (%s)",
-                         state.round, name, mode)
-                candidate = _candidate(name, motivation, original_code, code, mode, messages, reply, repairs)
-                return {"candidate": candidate, "usage": usage, "cognition": cognition,
-                        "parse_failures": state.parse_failures + len(errors)}
+                         state.round, fallback.name, fallback.mode)
+                return {"candidate": fallback.as_candidate(original_code, messages, reply), "usage": usage,
+                        "cognition": fallback.cognition, "parse_failures": state.parse_failures + len(errors)}
             excerpt = " ".join(reply.split())[:160]
             errors.append(f"{exc} (the reply began: {excerpt!r})")
             note = f"reply {parse_try + 1} could not be used: {exc}"
