@@ -14,7 +14,8 @@ evoforge/memory/fingerprint.py), replies that yielded no program, and round late
 venv (their pins would downgrade EvoForge's openai, httpx and rich): `.venv/bin/python -m benchmarks.peers`
 creates it; a missing peer is named and skipped. `--ablate` adds EvoForge runs with cognition retrieval off or
 the Analyzer's model call off (the paper's ablation), each under `--ablation-budget-min` (default: the same
-budget); compare them with the full run's best at that minute, which its curve gives.
+budget); compare them with the full run's best at that minute, which its curve gives. `--systems` with no name
+and `--merge` runs the ablations alone beside the results already in `--out`.
 
 Results: benchmarks/results/search.json and search.png, and a table on stdout. Run it on quiet cores: a second
 model server, a test run or a build beside it slows every model call 3-10x.
@@ -249,7 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="circle_packing", help="a built-in task name or a task directory")
     parser.add_argument("--budget-min", type=float, default=20.0, help="wall-clock budget per system, minutes")
-    parser.add_argument("--systems", nargs="+", default=["evoforge", "openevolve", "shinka"],
+    parser.add_argument("--systems", nargs="*", default=["evoforge", "openevolve", "shinka"],
                         choices=["evoforge", *PEERS])
     parser.add_argument("--ablate", action="append", default=[], choices=sorted(ABLATIONS))
     parser.add_argument("--ablation-budget-min", type=float, default=None,
