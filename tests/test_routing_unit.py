@@ -504,6 +504,26 @@ def test_after_a_stage_the_debugger_is_asked_within_its_bound(
     assert routing.route_after_run_evaluation(after) == expected
 
 
+@pytest.mark.parametrize(("before", "status"), [
+    ({"status": "runtime_error", "error": "the stage ended runtime_error"}, "runtime_failed"),  # no progress
+    ({"status": "runtime_error", "error": "IndexError: index 2 is out of bounds"}, "needs_fix"),  # another error
+    ({"status": "invalid", "error": "the stage ended runtime_error"}, "needs_fix"),
+])
+def test_a_patch_that_leaves_the_same_failure_is_not_patched_again(
+    monkeypatch: pytest.MonkeyPatch, config: RunConfig, before: dict[str, Any], status: str,
+) -> None:
+    use_stand_ins(monkeypatch, engineer, config)
+    monkeypatch.setattr(engineer, "run_one_stage", lambda res, stage, code, workdir, settings: (
+        stage_outcome("runtime_error", workdir), []))
+    assert BOUNDS.max_debug_attempts >= 2, "a second patch must be within the bound for this to mean anything"
+    state = round_state(candidate=candidate(), debug_attempts=1, stage_results=[{"stage": "quick", **before}])
+    after = advance(state, engineer.run_evaluation(state, runtime(config)))
+    assert after.status == status
+    assert routing.route_after_run_evaluation(after) == ("debug_candidate" if status == "needs_fix"
+                                                         else "analyze_result")
+    assert any("left the same failure" in line for line in after.feedback) == (status == "runtime_failed")
+
+
 def test_without_debug_invalid_an_invalid_result_is_final(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = RunConfig(state_dir=tmp_path, bounds={"debug_invalid": False})
     use_stand_ins(monkeypatch, engineer, config)

@@ -164,10 +164,24 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
             update["status"] = "evaluated"
     else:
         exhausted = state.debug_attempts >= res.config.bounds.max_debug_attempts
-        fix = fixable(res.config, outcome) and not exhausted
+        unchanged = state.debug_attempts > 0 and _same_failure_as_before_the_patch(state, outcome)
+        fix = fixable(res.config, outcome) and not exhausted and not unchanged
         update["status"] = "needs_fix" if fix else STATUS_AFTER_STAGE[outcome.status]
         update["error"] = outcome.error
+        if unchanged and not exhausted:
+            update["feedback"] = [f"debugger: the patch left the same failure ({outcome.error}); not asked again"]
     return update
+
+
+def _same_failure_as_before_the_patch(state: State, outcome: StageOutcome) -> bool:
+    """Whether a patched candidate failed the way it did before the Debugger's last patch (the same status and
+    error): the Debugger made no progress, and a further patch of the same program rarely does. Measured
+    (circle_packing, the embedded 1.5B model, 2026-12-04 23:02): in 2 of the 3 rounds the Debugger took, its
+    second attempt faced the error its first had left, word for word, and no attempt fixed a program (20-30 s a
+    call)."""
+    before = next((stage for stage in reversed(state.stage_results) if stage.get("status") != "ok"), None)
+    return (before is not None and outcome.error is not None
+            and (before.get("status"), before.get("error")) == (outcome.status, outcome.error))
 
 
 def fixable(config: RunConfig, outcome: StageOutcome) -> bool:
