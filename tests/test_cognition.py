@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from evoforge.cognition.documents import MAX_WORDS, split_markdown
 from evoforge.cognition.embeddings import (
@@ -185,6 +186,8 @@ def test_local_embedder_gives_normalised_vectors(embedder: LocalEmbedder) -> Non
     assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)
     assert get_embedder() is get_embedder("all-MiniLM-L6-v2")
     assert isinstance(get_embedder(), CachedEmbedder) and isinstance(get_embedder().inner, LocalEmbedder)
+    # one torch thread once the model is loaded: the model shares the cores with the model server and the sandboxes
+    assert torch.get_num_threads() == 1
 
 
 class _CountingEmbedder:
