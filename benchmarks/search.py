@@ -285,7 +285,9 @@ def main() -> None:
         if (earlier["task"], earlier["model"]) != (task.name, args.model):
             parser.error(f"--merge: {args.out} holds {earlier['task']} with {earlier['model']}, not {task.name} "
                          f"with {args.model}")
-        kept = [dict(result, date=result.get("date", earlier["date"]), work_dir=result.get("work_dir", earlier["work_dir"]))
+        # each kept result keeps the date and the machine it was measured on (a merge may join two machines' rows)
+        kept = [dict(result, date=result.get("date", earlier["date"]), work_dir=result.get("work_dir", earlier["work_dir"]),
+                     machine=result.get("machine", earlier["machine"]))
                 for result in earlier["results"] if result["system"] not in labels]
     for label, ablation, budget in plan:
         print(f"[search] {label}: {budget / 60:g} min on {task.name}", flush=True)
@@ -319,7 +321,7 @@ def main() -> None:
         finally:
             proxy.stop()
             server.stop()
-        results.append(dict(result, date=system_started_at, work_dir=str(work)))
+        results.append(dict(result, date=system_started_at, work_dir=str(work), machine=host))
         print(f"[search] {label}: best {result['best']}, {result['evaluated']} evaluated", flush=True)
         # written after every system, so a benchmark stopped part way keeps what it measured
         payload = {"task": task.name, "model": args.model, "date": started_at, "machine": host,
