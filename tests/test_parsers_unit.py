@@ -231,6 +231,14 @@ def test_a_lesson_that_names_the_candidate_or_its_parent_is_not_kept() -> None:
     assert parse_report(named_parent, node_names=("other", ""))[1] == ["Jitter on Grid_Packing starts helps the optimiser"]
 
 
+def test_a_lesson_that_copies_the_instruction_is_not_kept() -> None:
+    reply = ("RESULT: the same score as the parent\nNEXT: detect noise better\n"
+             "INSIGHT: Holding a reusable lesson that holds beyond this one candidate is to detect noise\n")
+    assert parse_report(reply)[1] == []
+    assert parse_report(reply.replace("Holding a reusable lesson that holds beyond this one candidate is",
+                                      "A lesson:"))[1] == ["A lesson: to detect noise"]
+
+
 def test_the_report_is_clipped_and_may_have_no_insight() -> None:
     assert parse_report("  " + "x" * (MAX_REPORT_CHARS + 500) + "  ") == ("x" * MAX_REPORT_CHARS, [])
 

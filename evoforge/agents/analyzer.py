@@ -23,17 +23,24 @@ _INSIGHT = re.compile(r"^[\s*#>-]*insight[\s*]*[:：]\s*(?P<text>.+)$", re.IGNOR
 MAX_REPORT_CHARS = 2500
 
 
+_INSTRUCTION_ECHOES = ("reusable lesson", "holds beyond this one candidate")
+"""Words of the prompt's own instruction for the INSIGHT line, which a small model copies in place of a lesson."""
+
+
 def parse_report(reply: str, *, node_names: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     """The report (clipped) and the INSIGHT lines in it: at most two, each at least a few words, none that names
-    one of `node_names` (the candidate's, the parent's).
+    one of `node_names` (the candidate's, the parent's), none that copies the prompt's instruction.
 
     A lesson that names a node is about that node, not one that holds beyond it: measured (circle_packing, the
     embedded 1.5B model, 2026-12-04 21:21), every lesson of the run was "The <candidate> candidate is a good
-    starting point for the search...", and the Researcher copied them into its motivations."""
+    starting point for the search...", and the Researcher copied them into its motivations. On data_curation
+    (2026-12-08 02:04) 2 of 3 lessons began "Holding a reusable lesson that holds beyond this one candidate",
+    the instruction's words."""
     insights = [" ".join(m.group("text").split()) for m in _INSIGHT.finditer(reply)]
     names = [name.lower() for name in node_names if name]
     insights = [text for text in insights
-                if len(text.split()) >= 4 and not any(name in text.lower() for name in names)][:2]
+                if len(text.split()) >= 4 and not any(name in text.lower() for name in names)
+                and not any(echo in text.lower() for echo in _INSTRUCTION_ECHOES)][:2]
     return reply.strip()[:MAX_REPORT_CHARS], insights
 
 
