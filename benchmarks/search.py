@@ -228,14 +228,17 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
     table = Table(title="search benchmark")
     columns = ["system", "best", "model_calls", "prompt_tokens", "completion_tokens", "generated", "evaluated",
-               "valid", "duplicates_evaluated", "unparsed_replies", "lanes", "round_p50_s", "node_interval_p50_s"]
+               "valid", "duplicates_evaluated", "unparsed_replies", "lanes", "round_p50_s", "node_interval_p50_s",
+               "date"]
     for column in columns:
         table.add_column(column.replace("_", " "), justify="left" if column == "system" else "right")
     for result in results:
         # results merged from a run before a column existed leave it empty
-        table.add_row(*(f"{result[c]:.4f}" if c == "best" and result[c] is not None else str(result.get(c, ""))
-                        for c in columns))
-    Console().print(table)
+        table.add_row(*(f"{result[c]:.4f}" if c == "best" and result[c] is not None
+                        else str(result.get(c, ""))[:16].replace("T", " ") if c == "date"  # a merge joins dates
+                        else str(result.get(c, "")) for c in columns))
+    # a log file (a benchmark left running under nohup) gets the whole table, not 13 columns squeezed into 80
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def machine() -> dict[str, Any]:
