@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -14,6 +15,7 @@ from evoforge.agents.prompting import render_follow_up
 from evoforge.agents.reply_grammar import ANALYZER_GRAMMAR
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
+from evoforge.runtime.payloads import StageResult
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.spec import TaskSpec
@@ -89,12 +91,12 @@ def built_candidate_report(state: State, task: TaskSpec) -> str:
     return f"{result}\nNEXT: {step}"
 
 
-def stage_views(stage_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stage_views(stage_results: list[StageResult]) -> list[dict[str, Any]]:
     """The stage results as the Analyzer's prompt shows them: a later stage's metrics and feedback only where
     they differ from the stage before it, and the artifacts of the last stage that has any. A 2-stage
     circle_packing report had carried the full metrics of both stages, at 17 digits a float."""
     views: list[dict[str, Any]] = []
-    previous: dict[str, Any] = {}
+    previous: Mapping[str, Any] = {}
     last_with_artifacts = max((i for i, stage in enumerate(stage_results) if stage.get("artifacts")), default=-1)
     for i, stage in enumerate(stage_results):
         metrics = stage.get("metrics") or {}
@@ -119,8 +121,8 @@ def analyze_result(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     if state.candidate.get("edit_mode") in BUILT_BY_THE_LOOP and not res.config.model_reports_on_built_candidates:
         return {"analysis": built_candidate_report(state, res.task), "insights": []}
     # the conversation shows the reply's edit; a repaired or patched program needs its own diff
-    changed_since_reply = (state.debug_attempts > 0 or bool((state.static_report or {}).get("repaired"))
-                           or bool((state.candidate or {}).get("repairs")))
+    changed_since_reply = (state.debug_attempts > 0 or bool(state.static_report and state.static_report.get("repaired"))
+                           or bool(state.candidate.get("repairs")))
     per_file = res.task.is_tree  # a tree candidate's change is shown file by file, whatever made it
     messages = render_follow_up(
         res.task,

@@ -6,13 +6,14 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from evoforge.config import ModelConfig, Role
 from evoforge.llm.models import grammar_options
 from evoforge.llm.usage import LLMCallError, Usage, call_model
+from evoforge.runtime.payloads import MessageRecord, NodeView, ParentView, RoleUsage
 from evoforge.runtime.services import Services
 from evoforge.runtime.state import State
 
@@ -29,12 +30,18 @@ def sampling_seed(base: int, *parts: object) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def add_usage(current: dict[str, dict[str, float]], role: str, usage: Usage) -> dict[str, dict[str, float]]:
+def add_usage(current: dict[str, RoleUsage], role: str, usage: Usage) -> dict[str, RoleUsage]:
     """A new per-role usage mapping with `usage` added to `role`."""
-    merged = {name: dict(values) for name, values in current.items()}
-    entry = merged.setdefault(role, {"tokens_in": 0, "tokens_out": 0, "seconds": 0.0, "calls": 0})
-    for key, value in usage.to_dict().items():
-        entry[key] = entry.get(key, 0) + value
+    merged = {name: values.copy() for name, values in current.items()}
+    before = merged.get(role) or RoleUsage(tokens_in=0, tokens_out=0, seconds=0.0, calls=0, tokens_cached=0)
+    merged[role] = RoleUsage(
+        tokens_in=before["tokens_in"] + usage.tokens_in,
+        tokens_out=before["tokens_out"] + usage.tokens_out,
+        seconds=before["seconds"] + usage.seconds,
+        calls=before["calls"] + usage.calls,
+        # a checkpoint from before the prompt cache was counted holds entries without it
+        tokens_cached=before.get("tokens_cached", 0) + usage.tokens_cached,
+    )
     return merged
 
 
@@ -75,7 +82,7 @@ def ask(res: Services, role: Role, messages: list[BaseMessage], state: State, *,
     return reply, usage
 
 
-def message_records(messages: list[BaseMessage]) -> list[dict[str, str]]:
+def message_records(messages: list[BaseMessage]) -> list[MessageRecord]:
     """Messages as plain JSON ({type, content}) for the graph state and the transcripts."""
     return [{"type": m.type, "content": m.text} for m in messages]
 
@@ -83,7 +90,7 @@ def message_records(messages: list[BaseMessage]) -> list[dict[str, str]]:
 _MESSAGE_TYPES = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
 
 
-def messages_from_records(records: list[dict[str, str]]) -> list[BaseMessage]:
+def messages_from_records(records: list[MessageRecord]) -> list[BaseMessage]:
     """The inverse of `message_records`."""
     return [_MESSAGE_TYPES[record["type"]](record["content"]) for record in records]
 
@@ -98,9 +105,13 @@ def _append_transcript(res: Services, state: State, call: dict[str, Any]) -> Non
         log.warning("could not write the model-call transcript under %s: %s", node_dir, exc)
 
 
-def node_view(node: Any, *, with_code: bool) -> dict[str, Any]:
+@overload
+def node_view(node: Any, *, with_code: Literal[True]) -> ParentView: ...
+@overload
+def node_view(node: Any, *, with_code: Literal[False]) -> NodeView: ...
+def node_view(node: Any, *, with_code: bool) -> NodeView | ParentView:
     """The part of a node record an agent prompt (and Studio) shows."""
-    view = {
+    view: NodeView = {
         "id": node.id,
         "name": node.name,
         "score": node.score,
@@ -109,5 +120,5 @@ def node_view(node: Any, *, with_code: bool) -> dict[str, Any]:
         "analysis": node.analysis,
     }
     if with_code:
-        view["code"] = node.code
+        return {**view, "code": node.code}
     return view

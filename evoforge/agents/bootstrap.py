@@ -11,6 +11,7 @@ from evoforge.agents.engineer import evaluate_program
 from evoforge.agents.recorder import node_id_for, outcome_fields, resource_totals, stop_reason
 from evoforge.config import RunConfig
 from evoforge.memory.nodes import NodeRecord
+from evoforge.runtime.payloads import StageResult
 from evoforge.runtime.services import Services, services_for, thread_run_id
 from evoforge.runtime.state import State
 from evoforge.tasks.spec import TaskError
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 SEED_MOTIVATION = "The task's seed program, evaluated as given."
 
 
-def seed_analysis(status: str, stage_results: list[dict[str, Any]]) -> str:
+def seed_analysis(status: str, stage_results: list[StageResult]) -> str:
     parts = [f"Seed program: {status}."]
     for stage in stage_results:
         parts.append(f"Stage {stage['stage']}: {stage['status']}, score {stage.get('score')}.")

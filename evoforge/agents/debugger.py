@@ -26,6 +26,7 @@ from evoforge.agents.tree_debugger import debug_tree_candidate
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.fingerprint import code_hash
+from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 
@@ -44,8 +45,8 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     exhausted = attempts >= res.config.bounds.max_debug_attempts
     earlier = [line for line in state.feedback if line.startswith("debugger:")]
     candidate_code, shown_code = edit_and_view(state.candidate["code"], compact=res.config.compact_parent)
-    if failure.get("traceback"):
-        failure = dict(failure, traceback=short_paths(failure["traceback"]))
+    if trace := failure.get("traceback"):
+        failure = {**failure, "traceback": short_paths(trace)}
     messages = render(res.task, "debugger", candidate=dict(state.candidate, code=shown_code), failure=failure,
                       feedback=earlier,
                       changes=unified_diff(state.parent["code"], state.candidate["code"], context=1))
@@ -72,7 +73,7 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
             problem = f"the patch could not be used: {exc}"
         else:
             fix = _FIX.search(reply)
-            candidate = dict(state.candidate, code=code, diff=unified_diff(state.parent["code"], code))
+            candidate: Candidate = {**state.candidate, "code": code, "diff": unified_diff(state.parent["code"], code)}
             note = f"debugger: {fix.group('text').strip() if fix else 'patched'} (attempt {attempts})"
             return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
     update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from evoforge.config import RunConfig
 from evoforge.memory.status import NodeStatus
+from evoforge.runtime.payloads import APPROVAL_ACTIONS, Approval, ApprovalAction, StageResult, ToolCall
 from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 from evoforge.sandbox import sandbox_for
@@ -44,34 +45,34 @@ def needs_approval(config: RunConfig, stage: Stage) -> bool:
 
 def approval_request(state: State, stage: Stage) -> dict[str, Any]:
     """What a person sees before a costly stage: enough to judge without opening the run."""
-    candidate = state.candidate or {}
-    diff = candidate.get("diff", "")
+    candidate = state.candidate
+    diff = candidate.get("diff", "") if candidate else ""
     return {
         "kind": "approve_stage",
         "run_id": state.run_id,
         "lane": state.lane,
         "node_id": state.node_id,
         "round": state.round,
-        "candidate": candidate.get("name"),
-        "motivation": candidate.get("motivation"),
+        "candidate": candidate.get("name") if candidate else None,
+        "motivation": candidate.get("motivation") if candidate else None,
         "diff_lines": sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")),
         "static_check": state.static_report,
         "stages_so_far": [{k: r.get(k) for k in ("stage", "status", "score")} for r in state.stage_results],
         "stage": stage.name,
         "cost": stage.cost,
         "settings": stage.settings,
-        "options": {"action": ["approve", "reject", "edit"], "settings": "for edit: stage settings to change",
+        "options": {"action": list(APPROVAL_ACTIONS), "settings": "for edit: stage settings to change",
                     "reason": "free text"},
     }
 
 
-def parse_decision(value: Any, stage_settings: Collection[str] | None = None) -> dict[str, Any]:
+def parse_decision(value: Any, stage_settings: Collection[str] | None = None) -> Approval:
     """Normalise a resume value; a bare string is an action. Anything unusable is a ValueError naming it, and so is
     a setting the stage does not have when its `stage_settings` are given (the evaluator would take it for the
     candidate's fault)."""
     if isinstance(value, str):
         value = {"action": value}
-    if not isinstance(value, dict) or value.get("action") not in ("approve", "reject", "edit"):
+    if not isinstance(value, dict) or value.get("action") not in APPROVAL_ACTIONS:
         raise ValueError(f"approval must be approve, reject or edit (optionally with settings/reason), got {value!r}")
     settings = value.get("settings") or {}
     if not isinstance(settings, dict):
@@ -88,7 +89,7 @@ class ApprovalDecision(BaseModel):
     resume value against it before saving it, so a malformed answer fails that resume and the interrupt stays
     open for the next one (raised from the node instead, it would be saved and replayed on every later resume)."""
 
-    action: Literal["approve", "reject", "edit"]
+    action: ApprovalAction
     settings: dict[str, Any] = Field(default_factory=dict, description="for edit: stage settings to change")
     reason: str = Field("", description="free text")
     stage_settings: ClassVar[frozenset[str]] = frozenset()
@@ -96,7 +97,7 @@ class ApprovalDecision(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _parsed(cls, value: Any) -> dict[str, Any]:
+    def _parsed(cls, value: Any) -> Approval:
         return parse_decision(value, cls.stage_settings)
 
 
@@ -122,14 +123,15 @@ def stage_workdir(res: Services, state: State, stage: Stage) -> Path:
 
 
 def run_one_stage(res: Services, stage: Stage, code: str, workdir: Path,
-                  settings: dict[str, Any] | None) -> tuple[StageOutcome, list[dict[str, Any]]]:
+                  settings: dict[str, Any] | None) -> tuple[StageOutcome, list[ToolCall]]:
     """Run a stage and read its results the way a person would: metrics, then the log on failure."""
     sandbox = sandbox_for(res.config.sandbox, stage.backend)  # a stage may name its own backend
     with res.evaluation_slots:
         outcome = run_stage(res.task, stage, code, workdir, sandbox, settings_override=settings,
                             max_output_bytes=res.config.sandbox.max_output_bytes)
-    calls = [{"tool": "run_stage", "args": {"stage": stage.name, "workdir": str(workdir), "settings": settings or {}},
-              "result": f"{outcome.status}, score {outcome.score}"}]
+    calls: list[ToolCall] = [{"tool": "run_stage",
+                              "args": {"stage": stage.name, "workdir": str(workdir), "settings": settings or {}},
+                              "result": f"{outcome.status}, score {outcome.score}"}]
     metrics_text = read_metrics.invoke({"results_dir": outcome.results_dir})
     calls.append({"tool": "read_metrics", "args": {"results_dir": outcome.results_dir},
                   "result": metrics_verdict(metrics_text)})
@@ -149,7 +151,7 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     settings = None
     if needs_approval(res.config, stage):
         answer = interrupt(approval_request(state, stage), response_schema=decision_schema(stage))
-        approval = answer.model_dump()
+        approval = Approval(action=answer.action, settings=dict(answer.settings), reason=answer.reason)
         if approval["action"] == "reject":
             reason = approval["reason"] or "no reason given"
             return {"approval": approval, "status": "rejected_by_human",
@@ -190,9 +192,9 @@ def fixable(config: RunConfig, outcome: StageOutcome) -> bool:
     return outcome.status == "runtime_error" or (outcome.status == "invalid" and config.bounds.debug_invalid)
 
 
-def evaluate_program(res: Services, code: str, node_dir: Path) -> tuple[NodeStatus, list[dict[str, Any]], str | None]:
+def evaluate_program(res: Services, code: str, node_dir: Path) -> tuple[NodeStatus, list[StageResult], str | None]:
     """The whole cascade without agents (the seed program): (status, stage results, error)."""
-    results: list[dict[str, Any]] = []
+    results: list[StageResult] = []
     for stage in res.task.stages:
         outcome, _ = run_one_stage(res, stage, code, node_dir / stage.name, None)
         results.append(outcome.to_dict())

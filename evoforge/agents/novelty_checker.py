@@ -24,6 +24,7 @@ from evoforge.cognition.embeddings import Embedder
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.fingerprint import code_hash
+from evoforge.runtime.payloads import NoveltyReport, NoveltyVerdict
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 
@@ -56,6 +57,7 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     candidate = state.candidate
     usage = state.usage
     same = res.nodes.find_by_code_hash(state.run_id, code_hash(candidate["code"]))
+    report: NoveltyReport
     if same is not None:
         report = {"verdict": "duplicate", "nearest_id": same.id, "nearest_name": same.name, "similarity": 1.0,
                   "reason": "the program is the same as an existing node's up to comments, docstrings, "
@@ -71,9 +73,10 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         report = {"verdict": "novel", "nearest_id": None, "nearest_name": None, "similarity": 0.0, "reason": ""}
         if nearest:
             node, similarity = nearest[0]
-            report.update(nearest_id=node.id, nearest_name=node.name, similarity=round(float(similarity), 4))
+            report.update({"nearest_id": node.id, "nearest_name": node.name, "similarity": round(float(similarity), 4)})
             if similarity >= res.config.novelty.duplicate_similarity:
-                report.update(verdict="duplicate", reason=f"embedding similarity {similarity:.4f} is above the duplicate threshold")
+                report.update({"verdict": "duplicate",
+                               "reason": f"embedding similarity {similarity:.4f} is above the duplicate threshold"})
             elif similarity >= res.config.novelty.judge_similarity:
                 messages = render(res.task, "novelty_judge", nearest=node, candidate=candidate)
                 try:
@@ -81,17 +84,19 @@ def check_novelty(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
                                             attempt=state.novelty_retries)
                     usage = add_usage(usage, "novelty_judge", call_usage)
                     first, _, rest = reply.strip().partition("\n")
-                    verdict = "duplicate" if "DUPLICATE" in first.upper() else "novel"
-                    report.update(verdict=verdict, reason=f"judge: {first.strip()} {rest.strip()[:300]}".strip())
+                    verdict: NoveltyVerdict = "duplicate" if "DUPLICATE" in first.upper() else "novel"
+                    report.update({"verdict": verdict,
+                                   "reason": f"judge: {first.strip()} {rest.strip()[:300]}".strip()})
                 except LLMCallError as exc:
                     # Without a judge the grey band is given the benefit of the doubt: evaluation is the real test.
                     log.warning("novelty judge unavailable, treating as novel: %s", exc)
-                    report.update(reason=f"judge unavailable ({exc}); similarity {similarity:.4f} below the hard threshold")
+                    report["reason"] = (f"judge unavailable ({exc}); similarity {similarity:.4f} below the hard "
+                                        "threshold")
     update: dict[str, Any] = {"novelty_report": report, "usage": usage}
     if report["verdict"] == "duplicate":
         retries = state.novelty_retries + 1
         update["novelty_retries"] = retries
-        if report["nearest_id"] == (state.parent or {}).get("id"):
+        if report["nearest_id"] == (state.parent.get("id") if state.parent else None):
             # an echo of the parent is a change not written, not an idea already tried
             advice = "it is the parent again: write the code that changes the parent as the idea says"
         else:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from evoforge.agents.editing import changes_program, merge_definitions
+from evoforge.runtime.payloads import CognitionView
 from evoforge.runtime.services import Services
 
 _FENCED = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -31,13 +32,14 @@ def _complete_definitions(block: str) -> bool:
     return bool(body) and all(isinstance(node, _WHOLE_STATEMENTS) for node in body)
 
 
-def prior_code_blocks(cognition: list[dict[str, Any]]) -> list[str]:
-    """The fenced code blocks of the retrieved human priors in `cognition`, in retrieval order."""
+def prior_code_blocks(cognition: Iterable[Mapping[str, object]]) -> list[str]:
+    """The fenced code blocks of the human priors in `cognition` (retrieved items, or any mapping with their
+    `kind` and `content`), in order."""
     return [block for item in cognition if item.get("kind") == "prior"
             for block in _FENCED.findall(str(item.get("content", "")))]
 
 
-def binding_sources(res: Services, cognition: list[dict[str, Any]]) -> list[str]:
+def binding_sources(res: Services, cognition: list[CognitionView]) -> list[str]:
     """The code an edit's unbound names may be bound from (unbound_names.py): the retrieved priors' code blocks,
     then those of the task's other human priors; none with cognition off (`top_k: 0`, the ablation).
 
@@ -52,7 +54,7 @@ def binding_sources(res: Services, cognition: list[dict[str, Any]]) -> list[str]
     return [*prior_code_blocks(cognition), *prior_code_blocks(others)]
 
 
-def prior_code_candidate(parent_code: str, item: dict[str, Any]) -> str | None:
+def prior_code_candidate(parent_code: str, item: CognitionView) -> str | None:
     """The parent with the complete definitions of the retrieved human prior `item` merged in by name
     (`merge_definitions`), or None when `item` is not a prior, gives no such code, or its code changes
     nothing (the parent has it already)."""

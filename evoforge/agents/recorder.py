@@ -14,6 +14,7 @@ from evoforge.memory.fingerprint import code_hash
 from evoforge.memory.nodes import NodeRecord
 from evoforge.memory.sampling import archive_node
 from evoforge.memory.status import NodeStatus
+from evoforge.runtime.payloads import StageResult
 from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 from evoforge.ui.wording import counted
@@ -26,7 +27,7 @@ def node_id_for(run_id: str, round_: int, lane: int) -> str:
     return f"{run_id}-r{round_:04d}-l{lane}"
 
 
-def resource_totals(stage_results: list[dict[str, Any]]) -> dict[str, float]:
+def resource_totals(stage_results: list[StageResult]) -> dict[str, float]:
     return {
         "wall_s": round(sum(r.get("wall_s", 0.0) for r in stage_results), 3),
         "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in stage_results), 3),
@@ -56,17 +57,17 @@ def stop_reason(res: Services, *, lane: int, round_: int, best_score: float | No
 
 
 def outcome_fields(res: Services, *, motivation: str, code: str, status: NodeStatus,
-                   stage_results: list[dict[str, Any]]) -> dict[str, Any]:
+                   stage_results: list[StageResult]) -> dict[str, Any]:
     """The fields of a node record that follow from its program and its evaluation: the same for the seed's
     record and a round's."""
-    last = stage_results[-1] if stage_results else {}
+    last = stage_results[-1] if stage_results else None
     return {
         "motivation": motivation,
         "code": code,
         "status": status,
-        "score": last.get("score"),
+        "score": last.get("score") if last else None,
         "valid": status == "evaluated",
-        "metrics": last.get("metrics", {}),
+        "metrics": last.get("metrics", {}) if last else {},
         "stage_results": stage_results,
         "code_hash": code_hash(code) if code else "",
         "embedding": embed_candidate(res.embedder, motivation, code) if code else None,
@@ -75,20 +76,21 @@ def outcome_fields(res: Services, *, motivation: str, code: str, status: NodeSta
 
 
 def build_node(res: Services, state: State) -> NodeRecord:
-    candidate = state.candidate or {}
+    candidate = state.candidate  # None when no reply of the round could be used
     # a round reaches the Recorder with a final status, or "" when it ran through (NodeRecord checks it)
     status = cast(NodeStatus, state.status or "evaluated")
     return NodeRecord(
-        **outcome_fields(res, motivation=candidate.get("motivation", ""), code=candidate.get("code", ""),
-                         status=status, stage_results=state.stage_results),
+        **outcome_fields(res, motivation=candidate.get("motivation", "") if candidate else "",
+                         code=candidate.get("code", "") if candidate else "", status=status,
+                         stage_results=state.stage_results),
         id=state.node_id,
         run_id=state.run_id,
         round=state.round,
         lane=state.lane,
         parent_ids=[state.parent["id"]] if state.parent else [],
         inspiration_ids=[node["id"] for node in state.inspirations],
-        name=candidate.get("name", f"failed_r{state.round}"),
-        diff=candidate.get("diff", ""),
+        name=candidate.get("name", f"failed_r{state.round}") if candidate else f"failed_r{state.round}",
+        diff=candidate.get("diff", "") if candidate else "",
         analysis=state.analysis,
         error=state.error,
         feedback="\n".join(state.feedback) or None,
@@ -99,10 +101,11 @@ def build_node(res: Services, state: State) -> NodeRecord:
         resources={**resource_totals(state.stage_results), "usage": state.usage,
                    "retries": {"parse": state.parse_failures, "static": state.static_retries,
                                "novelty": state.novelty_retries, "debug": state.debug_attempts},
-                   "repairs": candidate.get("repairs", []), "edit_mode": candidate.get("edit_mode")},
+                   "repairs": candidate.get("repairs", []) if candidate else [],
+                   "edit_mode": candidate.get("edit_mode") if candidate else None},
         policy=state.policy,
         island=state.island,
-        novelty=state.novelty_report or {},
+        novelty=dict(state.novelty_report) if state.novelty_report else {},
     )
 
 

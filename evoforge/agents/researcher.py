@@ -32,6 +32,7 @@ from evoforge.agents.unbound_names import bind_unbound_names, unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.fingerprint import code_hash
+from evoforge.runtime.payloads import Candidate, CognitionView, MessageRecord
 from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 
@@ -74,7 +75,7 @@ def parse_proposal(reply: str) -> Proposal:
 
 def _candidate(name: str, motivation: str, original_code: str, code: str, mode: str, messages: list[Any],
                reply: str, repairs: list[str] | None = None,
-               conversation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               conversation: list[MessageRecord] | None = None) -> Candidate:
     """The candidate as the graph state holds it; `conversation` (message records) where the prompt and reply
     that led to it were an earlier visit's, else `messages` and `reply`."""
     return {
@@ -100,25 +101,25 @@ class BuiltCandidate:
     """`prior_code` or `tuned_constant`."""
     change: str
     """What it changed in the parent, in a few words, for its report (analyzer.built_candidate_report)."""
-    cognition: list[dict[str, Any]]
+    cognition: list[CognitionView]
     """The round's cognition, the prior whose code it ran put first."""
     repairs: list[str]
 
     def as_candidate(self, original_code: str, messages: list[Any], reply: str,
-                     conversation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                     conversation: list[MessageRecord] | None = None) -> Candidate:
         return {**_candidate(self.name, self.motivation, original_code, self.code, self.mode, messages, reply,
                              self.repairs, conversation),
                 "change": self.change}
 
 
-def _idea_name(item: dict[str, Any]) -> str:
+def _idea_name(item: CognitionView) -> str:
     """A cognition item's own heading: the last part of a title such as 'Layouts that work / Staggered rows'."""
     return str(item["title"]).split(" / ")[-1]
 
 
-def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]], parent_code: str,
+def _prior_code_fallback(config: RunConfig, cognition: list[CognitionView], parent_code: str,
                          required: list[str], sources: list[str], is_known: Callable[[str], bool],
-                         ) -> tuple[str, str, list[dict[str, Any]], list[str]] | None:
+                         ) -> tuple[str, str, list[CognitionView], list[str]] | None:
     """(title, code, cognition, repairs) for the first retrieved human prior, the focused one first, whose complete
     functions merged into the parent change it (see prior_code.py) into a program node memory does not hold, with
     `cognition` reordered to put that prior in focus; None where the config does not allow it or no prior gives
@@ -142,7 +143,7 @@ def _prior_code_fallback(config: RunConfig, cognition: list[dict[str, Any]], par
     return None
 
 
-def _unchanged_fallback(state: State, res: Services, cognition: list[dict[str, Any]],
+def _unchanged_fallback(state: State, res: Services, cognition: list[CognitionView],
                         parent_code: str) -> BuiltCandidate | None:
     """The candidate a round runs when the Researcher's reply left its parent unchanged: the code of a retrieved
     prior that changes the parent into a new program, else one of the parent's constants tuned
@@ -177,17 +178,17 @@ def _model_echoed_parent(state: State) -> bool:
     Such a reply is an echo the fingerprint missed, and is answered like one, without another model call:
     measured (2026-12-04 19:36, circle_packing), 3 of the 12 Researcher retries of a 20-minute run followed one,
     and each gave another echo or a near one."""
-    report = state.novelty_report or {}
-    candidate = state.candidate or {}
+    report, candidate, parent = state.novelty_report, state.candidate, state.parent
     # the novelty report is the last candidate's only when that candidate passed the static check (which runs
     # first); after a static rejection it is an earlier candidate's
-    passed_static = bool((state.static_report or {}).get("ok"))
-    return (passed_static and report.get("verdict") == "duplicate" and report.get("nearest_id") is not None
-            and report.get("nearest_id") == (state.parent or {}).get("id")
-            and candidate.get("edit_mode") not in ("prior_code", TUNED_CONSTANT))
+    passed_static = bool(state.static_report and state.static_report.get("ok"))
+    return (passed_static and report is not None and report.get("verdict") == "duplicate"
+            and report.get("nearest_id") is not None and parent is not None
+            and report.get("nearest_id") == parent.get("id")
+            and (candidate is None or candidate.get("edit_mode") not in ("prior_code", TUNED_CONSTANT)))
 
 
-def _next_idea(cognition: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _next_idea(cognition: list[CognitionView]) -> list[CognitionView]:
     """`cognition` with its focused item moved to the end, so that the next try implements the next one; the
     same list when there is no other item."""
     return [*cognition[1:], cognition[0]] if len(cognition) > 1 else cognition

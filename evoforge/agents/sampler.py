@@ -13,6 +13,7 @@ from evoforge.cognition.provenance import focus_counts
 from evoforge.cognition.store import CognitionItem
 from evoforge.config import RunConfig
 from evoforge.memory.sampling import select_context
+from evoforge.runtime.payloads import CognitionView
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import ROUND_RESET, State
 
@@ -44,6 +45,11 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         if focus and len(items) > 1:
             items = _focus_first(items, focus_counts(res.database, state.run_id))
         items = items[: config.cognition.top_k]
+    cognition: list[CognitionView] = [
+        {"id": item.id, "kind": item.kind, "title": item.title, "content": item.content,
+         "source": item.source, "similarity": round(float(item.similarity or 0.0), 4)}
+        for item in items
+    ]
     return {
         **ROUND_RESET,
         "round": round_,
@@ -52,11 +58,7 @@ def sample_context(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         "island": selection.island,
         "parent": node_view(selection.parent, with_code=True),
         "inspirations": [node_view(node, with_code=False) for node in selection.inspirations],
-        "cognition": [
-            {"id": item.id, "kind": item.kind, "title": item.title, "content": item.content,
-             "source": item.source, "similarity": round(float(item.similarity or 0.0), 4)}
-            for item in items
-        ],
+        "cognition": cognition,
     }
 
 

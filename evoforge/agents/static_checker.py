@@ -24,6 +24,7 @@ from evoforge.agents.editing import keep_fixed_region, unified_diff
 from evoforge.agents.prompting import render
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
+from evoforge.runtime.payloads import Candidate, RoleUsage, StaticReport
 from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.spec import TaskSpec
@@ -128,7 +129,7 @@ def _python_problems(task: TaskSpec, code: str, entry_points: list[str],
     return problems
 
 
-def _llm_review(res: Services, state: State, candidate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+def _llm_review(res: Services, state: State, candidate: Candidate) -> tuple[list[str], dict[str, RoleUsage]]:
     messages = render(res.task, "static_review", candidate=candidate)
     try:
         reply, usage = ask(res, "static_review", messages, state, attempt=state.static_retries)
@@ -147,7 +148,7 @@ def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
     """Verdict on the candidate; a rejection goes back to the Researcher until the retry bound."""
     res = services_for(state.run_id, runtime)
     assert state.candidate is not None and state.parent is not None
-    candidate = dict(state.candidate)
+    candidate = state.candidate.copy()
     repair_note = None
     if res.task.evolve_block:
         candidate["code"], repair_note = keep_fixed_region(state.parent["code"], candidate["code"])
@@ -166,7 +167,8 @@ def check_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
             reasons = verdict.reasons
     if not reasons and res.config.llm_static_review:
         reasons, usage = _llm_review(res, state, candidate)
-    report = {"ok": not reasons, "reasons": reasons, "repaired": repair_note, "deferred_to_debugger": deferred}
+    report: StaticReport = {"ok": not reasons, "reasons": reasons, "repaired": repair_note,
+                            "deferred_to_debugger": deferred}
     update: dict[str, Any] = {"static_report": report, "candidate": candidate, "usage": usage}
     if reasons:
         retries = state.static_retries + 1

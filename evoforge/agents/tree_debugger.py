@@ -20,6 +20,7 @@ from evoforge.agents.tree_view import shown_files, traceback_location, tree_path
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.fingerprint import code_hash
+from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.tree import decode_bundle
@@ -32,13 +33,14 @@ def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str,
     """Patch the failing tree candidate; a usable patch goes back to the Engineer from the first stage."""
     res = services_for(state.run_id, runtime)
     assert state.candidate is not None and state.parent is not None and state.stage_results
-    failure = dict(state.stage_results[-1])
+    failure = state.stage_results[-1].copy()
     attempts = state.debug_attempts + 1
     candidate_code: str = state.candidate["code"]
     files = decode_bundle(candidate_code)
-    location = traceback_location(failure.get("traceback") or "")
-    if failure.get("traceback"):
-        failure["traceback"] = tree_paths(failure["traceback"])
+    trace = failure.get("traceback")
+    location = traceback_location(trace or "")
+    if trace:
+        failure["traceback"] = tree_paths(trace)
     messages = render(res.task, "debugger_tree", candidate=state.candidate, failure=failure,
                       files=shown_files(files, first=location[0] if location else res.task.program or None),
                       location=location, evolvable=sorted(files),
@@ -67,7 +69,7 @@ def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str,
             problem = f"the patch could not be used: {exc}"
         else:
             fix = _FIX.search(reply)
-            candidate = dict(state.candidate, code=code, diff=tree_diff(state.parent["code"], code))
+            candidate: Candidate = {**state.candidate, "code": code, "diff": tree_diff(state.parent["code"], code)}
             note = f"debugger: {fix.group('text').strip() if fix else 'patched'} (attempt {attempts})"
             return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
     update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]

@@ -21,6 +21,7 @@ from evoforge.agents.tree_view import tree_prompt
 from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
+from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.tree import changed_paths, decode_bundle, encode_bundle
@@ -132,10 +133,11 @@ def propose_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[st
             turned_back.append(f"reply {parse_try + 1} could not be used: {exc}")
             continue
         name, motivation = reply_heading(reply)
-        candidate = {"name": name or f"candidate_r{state.round}", "motivation": motivation, "code": code,
-                     "diff": tree_diff(parent_code, code), "edit_mode": "files", "files": modes, "repairs": repairs,
-                     # the Analyzer continues this conversation, so a server's prompt cache serves its prefix
-                     "conversation": message_records([*messages, AIMessage(reply)])}
+        candidate: Candidate = {
+            "name": name or f"candidate_r{state.round}", "motivation": motivation, "code": code,
+            "diff": tree_diff(parent_code, code), "edit_mode": "files", "files": modes, "repairs": repairs,
+            # the Analyzer continues this conversation, so a server's prompt cache serves its prefix
+            "conversation": message_records([*messages, AIMessage(reply)])}
         return {"candidate": candidate, "usage": usage, "parse_failures": state.parse_failures + len(errors),
                 "feedback": turned_back}
     return {"candidate": None, "usage": usage, "parse_failures": state.parse_failures + len(errors),

@@ -19,10 +19,11 @@ import yaml
 from evoforge.agents.engineer import parse_decision
 from evoforge.config import RunConfig
 from evoforge.graph.runner import approve, pending_approvals
+from evoforge.runtime.payloads import APPROVAL_ACTIONS, Approval
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("approve", "reject", "edit")
+ACTIONS = APPROVAL_ACTIONS
 
 
 class StaleApproval(LookupError):
@@ -39,7 +40,7 @@ class Answer:
     run_id: str
     lane: int
     node_id: str
-    decision: dict[str, Any]
+    decision: Approval
     state: str = "applying"
     """applying (the lane is being driven on), done, or failed."""
     error: str | None = None
@@ -99,8 +100,7 @@ class ApprovalDesk:
             if request is None or request.get("node_id") != node_id:
                 raise StaleApproval(f"run {run_id!r} lane {lane} no longer waits on a decision about {node_id!r}"
                                     " (answered already?)")
-            decision = parse_decision(decision, request.get("settings") or {})
-            answer = Answer(run_id, lane, node_id, decision)
+            answer = Answer(run_id, lane, node_id, parse_decision(decision, request.get("settings") or {}))
             thread = threading.Thread(target=self._apply, args=(answer,), name=f"approve-{run_id}-{lane}",
                                       daemon=True)
             self._answers[key], self._threads[key] = answer, thread

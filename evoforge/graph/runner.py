@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,11 +19,13 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from pydantic import ValidationError
+from typing_extensions import TypedDict
 
 from evoforge.config import ConfigError, RunConfig, format_validation_errors
 from evoforge.graph.builder import ResearchGraph, build_graph
 from evoforge.memory.database import Database
 from evoforge.memory.nodes import RunRecord
+from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import open_store
 
 log = logging.getLogger(__name__)
@@ -190,7 +192,7 @@ def resume_run(run_id: str, *, base: RunConfig | None = None, on_update: UpdateH
         return _drive(graph, inputs, run_id, config, on_update)
 
 
-def approve(run_id: str, decision: dict[str, Any], *, lane: int | None = None, base: RunConfig | None = None,
+def approve(run_id: str, decision: Mapping[str, Any], *, lane: int | None = None, base: RunConfig | None = None,
             on_update: UpdateHandler | None = None) -> RunOutcome:
     """Answer a pending approval of a run (of `lane`, needed when several lanes wait) and continue that lane."""
     from evoforge.agents.engineer import parse_decision
@@ -213,12 +215,23 @@ def approve(run_id: str, decision: dict[str, Any], *, lane: int | None = None, b
         return _drive(graph, {lane: Command(resume=decision)}, run_id, config, on_update)
 
 
-def lane_positions(run_id: str, base: RunConfig | None = None) -> dict[int, dict[str, Any]]:
+class LanePosition(TypedDict):
+    """Where a lane stands at its last checkpoint (`lane_positions`)."""
+
+    round: int
+    rounds_done: int
+    """Rounds the lane has recorded."""
+    best_score: float | None
+    candidate: Candidate | None
+    """The round's candidate in flight."""
+
+
+def lane_positions(run_id: str, base: RunConfig | None = None) -> dict[int, LanePosition]:
     """Where each lane of a run stands at its last checkpoint: `round`, `rounds_done` (the current round counts
     when the checkpoint sits between rounds or at the end), `best_score` and the `candidate` in flight. A
     progress display of a resumed or approved run starts from here rather than from round 0."""
     config = stored_config(run_id, base)
-    positions: dict[int, dict[str, Any]] = {}
+    positions: dict[int, LanePosition] = {}
     with checkpointed_graph(config) as graph:
         for lane in range(config.workers):
             snapshot = graph.get_state(thread_config(run_id, lane))

@@ -1,18 +1,35 @@
 """Input, state and output schemas of the research graph.
 
 Every value is plain JSON (dicts, lists, strings, numbers) so checkpoints stay portable and readable in
-LangGraph Studio. Fields under "one round" are reset by `sample_context` at the start of each round.
+LangGraph Studio; the dicts are typed by the TypedDicts of payloads.py. Fields under "one round" are reset by
+`sample_context` at the start of each round.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
+
+from typing_extensions import TypedDict
 
 from evoforge.memory.status import RoundStatus
+from evoforge.runtime.payloads import (
+    Approval,
+    Candidate,
+    CognitionView,
+    NodeView,
+    NoveltyReport,
+    ParentView,
+    RoleUsage,
+    StageResult,
+    StaticReport,
+    ToolCall,
+)
+
+Item = TypeVar("Item")
 
 
-def extend_or_reset(left: list[Any], right: list[Any] | None) -> list[Any]:
+def extend_or_reset(left: list[Item], right: list[Item] | None) -> list[Item]:
     """Reducer for lists that grow within a round: an update appends, `None` empties the list."""
     if right is None:
         return []
@@ -59,28 +76,29 @@ class State(OutputState):
     """Sampling policy that chose the parent."""
     island: int = 0
     """MAP-Elites island the parent came from (and the node joins); 0 for policies without islands."""
-    parent: dict[str, Any] | None = None
-    """The parent node: id, name, score, motivation, analysis, code."""
-    inspirations: list[dict[str, Any]] = field(default_factory=list)
-    """Other nodes shown to the Researcher: id, name, score, motivation, analysis."""
-    cognition: list[dict[str, Any]] = field(default_factory=list)
+    parent: ParentView | None = None
+    """The parent node: id, name, score, status, motivation, analysis, code."""
+    inspirations: list[NodeView] = field(default_factory=list)
+    """Other nodes shown to the Researcher: id, name, score, status, motivation, analysis."""
+    cognition: list[CognitionView] = field(default_factory=list)
     """Retrieved cognition items: id, kind (prior | insight), title, content, source, similarity."""
-    candidate: dict[str, Any] | None = None
+    candidate: Candidate | None = None
     """The Researcher's proposal: name, motivation, code, diff, edit_mode (diff | rewrite | definitions |
-    prior_code | tuned_constant), repairs (names the edit left unbound, bound again: agents/unbound_names.py)."""
+    prior_code | tuned_constant | files), repairs (names the edit left unbound, bound again:
+    agents/unbound_names.py), conversation; `change` on a candidate the loop built, `files` on a tree's."""
     feedback: Annotated[list[str], extend_or_reset] = field(default_factory=list)
     """Why earlier attempts this round were turned back (parse errors, static reasons, duplicates)."""
-    static_report: dict[str, Any] | None = None
-    """The Static-Checker's verdict: ok, reasons, repaired."""
-    novelty_report: dict[str, Any] | None = None
-    """The Novelty-Checker's verdict: verdict, nearest_id, similarity, reason."""
+    static_report: StaticReport | None = None
+    """The Static-Checker's verdict: ok, reasons, repaired, deferred_to_debugger."""
+    novelty_report: NoveltyReport | None = None
+    """The Novelty-Checker's verdict: verdict, nearest_id, nearest_name, similarity, reason."""
     next_stage: int = 0
     """Index of the task stage the Engineer runs next."""
-    stage_results: Annotated[list[dict[str, Any]], extend_or_reset] = field(default_factory=list)
+    stage_results: Annotated[list[StageResult], extend_or_reset] = field(default_factory=list)
     """Every stage the Engineer ran this round (including runs before a Debugger patch)."""
-    tool_calls: Annotated[list[dict[str, Any]], extend_or_reset] = field(default_factory=list)
+    tool_calls: Annotated[list[ToolCall], extend_or_reset] = field(default_factory=list)
     """The Engineer's tool calls: tool, args, result summary."""
-    approval: dict[str, Any] | None = None
+    approval: Approval | None = None
     """The human decision on a costly stage: action (approve | reject | edit), settings, reason."""
     status: RoundStatus = ""
     """Outcome of the round so far: "" while it goes on, `needs_fix` while a failed stage waits for the Debugger,
@@ -91,8 +109,8 @@ class State(OutputState):
     """The Analyzer's report."""
     insights: list[str] = field(default_factory=list)
     """Reusable lessons the Analyzer extracted (written back to cognition)."""
-    usage: dict[str, dict[str, float]] = field(default_factory=dict)
-    """LLM usage this round per role: tokens_in, tokens_out, seconds, calls."""
+    usage: dict[str, RoleUsage] = field(default_factory=dict)
+    """LLM usage this round per role: tokens_in, tokens_out, seconds, calls, tokens_cached."""
     parse_failures: int = 0
     """Unparseable Researcher replies this round (bounded by bounds.max_parse_retries)."""
     static_retries: int = 0
@@ -103,7 +121,36 @@ class State(OutputState):
     """Debugger patches this round (bounded by bounds.max_debug_attempts)."""
 
 
-ROUND_RESET: dict[str, Any] = {
+class RoundReset(TypedDict):
+    """The per-round fields of `State`, each of its type, as `sample_context` resets them; `None` for a list
+    with the `extend_or_reset` reducer, which it empties."""
+
+    node_id: str
+    policy: str
+    island: int
+    parent: ParentView | None
+    inspirations: list[NodeView]
+    cognition: list[CognitionView]
+    candidate: Candidate | None
+    feedback: list[str] | None
+    static_report: StaticReport | None
+    novelty_report: NoveltyReport | None
+    next_stage: int
+    stage_results: list[StageResult] | None
+    tool_calls: list[ToolCall] | None
+    approval: Approval | None
+    status: RoundStatus
+    error: str | None
+    analysis: str
+    insights: list[str]
+    usage: dict[str, RoleUsage]
+    parse_failures: int
+    static_retries: int
+    novelty_retries: int
+    debug_attempts: int
+
+
+ROUND_RESET: RoundReset = {
     "node_id": "",
     "policy": "",
     "island": 0,

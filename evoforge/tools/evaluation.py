@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from typing_extensions import TypedDict
 
 from evoforge.sandbox.base import Job, Limits, Sandbox, SandboxResult
 from evoforge.sandbox.ending import RESOURCE_LIMITS
@@ -28,7 +29,8 @@ from evoforge.tasks.tree import TREE_DIR
 from evoforge.tools.engineer_tools import read_log_tail, read_metrics
 from evoforge.tools.job_files import RESULTS_DIR, read_job_file
 
-__all__ = ["StageOutcome", "StageStatus", "read_log_tail", "read_metrics", "run_stage", "run_static_check"]
+__all__ = ["StageOutcome", "StageResult", "StageStatus", "read_log_tail", "read_metrics", "run_stage",
+           "run_static_check"]
 
 StageStatus = Literal["ok", "below_threshold", "invalid", "runtime_error", "timeout", "resource_limit",
                       "evaluator_error"]
@@ -78,10 +80,34 @@ class StageOutcome:
         """True unless the evaluation itself went through (a score below the threshold is not a failure)."""
         return self.status not in ("ok", "below_threshold")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> StageResult:
         """JSON-safe: non-finite numbers become None, unknown objects their str()."""
-        safe: dict[str, Any] = _json_safe(asdict(self))
+        safe: StageResult = _json_safe(asdict(self))
         return safe
+
+
+class StageResult(TypedDict):
+    """A `StageOutcome` as the graph state and node memory hold it (`StageOutcome.to_dict`): the same keys, as
+    plain JSON. From typing_extensions: see runtime/payloads.py."""
+
+    stage: str
+    status: StageStatus
+    score: float | None
+    valid: bool
+    metrics: dict[str, Any]
+    error: str | None
+    feedback: str | None
+    traceback: str | None
+    artifacts: dict[str, Any]
+    stdout_tail: str
+    stderr_tail: str
+    wall_s: float
+    cpu_s: float
+    peak_memory_mb: float
+    gpu_seconds: float
+    results_dir: str
+    backend: str
+    warnings: list[str]
 
 
 def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: Sandbox, *,

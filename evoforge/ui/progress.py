@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from evoforge.config import RunConfig
 from evoforge.ui.wording import counted
+
+if TYPE_CHECKING:  # the runner brings in the whole graph, which this display needs only as a type
+    from evoforge.graph.runner import LanePosition
 
 
 def format_score(score: float | None) -> str:
@@ -72,14 +75,15 @@ class RoundReporter:
         if self._live is not None:
             self._live.stop()
 
-    def start_from(self, positions: dict[int, dict[str, Any]]) -> None:
+    def start_from(self, positions: dict[int, LanePosition]) -> None:
         """Take the lanes' checkpointed positions (the runner's `lane_positions`) of a run picked up again."""
         with self._lock:
             for number, position in positions.items():
                 lane = self.lanes.setdefault(number, LaneActivity())
                 lane.step = "checkpoint"
                 lane.round, lane.done = position["round"], position["rounds_done"]
-                lane.candidate = (position.get("candidate") or {}).get("name", "")
+                candidate = position.get("candidate")
+                lane.candidate = candidate.get("name", "") if candidate else ""
                 if position.get("best_score") is not None:
                     self.best = position["best_score"]
             completed = self.completed
