@@ -207,21 +207,20 @@ def evaluate(
         for each in stages:
             outcome = run_stage(spec, each, code, workroot / each.name, sandbox,
                                 max_output_bytes=config.sandbox.max_output_bytes)
-            console.print(f"stage {each.name}: {outcome.status}, score {outcome.score}, {outcome.wall_s:.1f}s"
-                          + (f" — {outcome.error}" if outcome.error else ""))
-            if outcome.status != "ok":
+            console.print(f"stage {each.name}: {outcome['status']}, score {outcome['score']}, {outcome['wall_s']:.1f}s"
+                          + (f" — {outcome['error']}" if outcome["error"] else ""))
+            if outcome["status"] != "ok":
                 break
     assert outcome is not None
-    result = {"score": outcome.score, "valid": outcome.valid, "metrics": outcome.metrics, "error": outcome.error,
-              "feedback": outcome.feedback, "stage": outcome.stage, "status": outcome.status,
-              "results_dir": outcome.results_dir if keep else None}
+    result = {key: outcome[key] for key in ("score", "valid", "metrics", "error", "feedback", "stage", "status")}
+    result["results_dir"] = outcome["results_dir"] if keep else None
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
         Console().print_json(json.dumps(result, default=str))
-    if outcome.status == "evaluator_error":
+    if outcome["status"] == "evaluator_error":
         console.print(f"[bold red]error:[/] the evaluator of task {spec.name!r} failed, so the program has no "
-                      f"result: {escape(outcome.error or 'no reason given')}")
+                      f"result: {escape(outcome['error'] or 'no reason given')}")
         raise typer.Exit(1)
 
 

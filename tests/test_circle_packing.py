@@ -199,5 +199,5 @@ def test_a_hostile_candidate_is_named_by_the_limit_it_hit(tmp_path: Path, progra
     stage = task.stages[0]
     outcome = run_stage(task, stage, program, tmp_path / "work", LocalSandbox(isolation="bubblewrap"),
                         max_output_bytes=64 * 1024)
-    assert outcome.status == status and message in outcome.error, outcome.error
-    assert "raised importing" not in outcome.error
+    assert outcome["status"] == status and message in outcome["error"], outcome["error"]
+    assert "raised importing" not in outcome["error"]

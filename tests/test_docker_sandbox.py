@@ -260,10 +260,10 @@ def test_docker_and_local_give_the_same_result_for_the_same_candidate(docker_eng
     local = run_stage(task, stage, code, tmp_path / "local", get_sandbox("local", "bubblewrap"))
     in_docker = run_stage(task, stage, code, tmp_path / "docker",
                           get_sandbox("docker", settings=SandboxConfig(docker={"base_url": docker_engine})))
-    assert (local.backend, in_docker.backend) == ("local/bubblewrap", "docker")
-    assert local.status == in_docker.status == "ok"
+    assert (local["backend"], in_docker["backend"]) == ("local/bubblewrap", "docker")
+    assert local["status"] == in_docker["status"] == "ok"
     timings = ("program_seconds", "eval_seconds")
-    assert in_docker.score == local.score and in_docker.valid and local.valid
-    assert {k: v for k, v in local.metrics.items() if k not in timings} == {
-        k: v for k, v in in_docker.metrics.items() if k not in timings}
-    assert in_docker.wall_s > 0 and in_docker.peak_memory_mb > 10, "resource accounting came back empty"
+    assert in_docker["score"] == local["score"] and in_docker["valid"] and local["valid"]
+    assert {k: v for k, v in local["metrics"].items() if k not in timings} == {
+        k: v for k, v in in_docker["metrics"].items() if k not in timings}
+    assert in_docker["wall_s"] > 0 and in_docker["peak_memory_mb"] > 10, "resource accounting came back empty"

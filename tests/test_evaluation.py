@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from evoforge.runtime import services
 from evoforge.sandbox.local import LocalSandbox
 from evoforge.tasks.spec import TaskError, TaskSpec, load_task
 from evoforge.tools.engineer_tools import read_log_tail, read_metrics
-from evoforge.tools.evaluation import StageOutcome, run_stage
+from evoforge.tools.evaluation import StageResult, run_stage, stage_failed
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +60,9 @@ if behaviour in ("nan", "huge", "coerced", "huge_string"):
     write({"nan": {"valid": True, "score": float("nan")}, "huge": {"valid": True, "score": 1e300},
            "coerced": {"score": "2", "valid": "yes"}, "huge_string": {"score": "1e300"}}[behaviour])
     sys.exit(0)
+if behaviour == "odd_metrics":
+    write({"valid": True, "score": 1.0, "metrics": {"loss": float("nan"), "curve": [1.0, float("inf")]}})
+    sys.exit(0)
 if behaviour == "garbage":
     open(out, "w").write("{not json")
     sys.exit(0)
@@ -100,60 +102,60 @@ def sandbox() -> LocalSandbox:
     return LocalSandbox("bubblewrap")
 
 
-def evaluate(task: TaskSpec, sandbox: LocalSandbox, tmp_path: Path, code: str, **kwargs) -> StageOutcome:
+def evaluate(task: TaskSpec, sandbox: LocalSandbox, tmp_path: Path, code: str, **kwargs) -> StageResult:
     stage = task.stage("quick")
     if "timeout_s" in kwargs:
         stage = stage.model_copy(update={"timeout_s": kwargs.pop("timeout_s")})
     outcome = run_stage(task, stage, code, tmp_path / "node" / "quick", sandbox, **kwargs)
-    json.dumps(outcome.to_dict(), allow_nan=False)  # always storable as JSON
+    json.dumps(outcome, allow_nan=False)  # always storable as JSON
     return outcome
 
 
 def test_ok_reaches_the_evaluator_with_settings_and_files(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(task, sandbox, tmp_path, GOOD, settings_override={"factor": 3})
-    assert outcome.status == "ok" and not outcome.failed and outcome.error is None
-    assert outcome.score == 3.0 and outcome.valid and outcome.feedback == "fine"
-    assert outcome.metrics == {
+    assert outcome["status"] == "ok" and not stage_failed(outcome) and outcome["error"] is None
+    assert outcome["score"] == 3.0 and outcome["valid"] and outcome["feedback"] == "fine"
+    assert outcome["metrics"] == {
         "value": 3.0,
         "stage": "quick",
         "settings": {"factor": 3},
         "data": "extra file reached the work dir",
     }
-    stage_dir = Path(outcome.results_dir)
+    stage_dir = Path(outcome["results_dir"])
     assert (stage_dir / "program.py").read_text() == GOOD and (
         stage_dir / "stdout.txt"
     ).read_text() == "value 3.0\n"
-    assert outcome.backend == "local/bubblewrap" and outcome.wall_s > 0
+    assert outcome["backend"] == "local/bubblewrap" and outcome["wall_s"] > 0
     assert (
-        read_log_tail.invoke({"results_dir": outcome.results_dir, "stream": "stdout", "lines": 5})
+        read_log_tail.invoke({"results_dir": outcome["results_dir"], "stream": "stdout", "lines": 5})
         == "value 3.0"
     )
-    assert json.loads(read_metrics.invoke({"results_dir": outcome.results_dir}))["score"] == 3.0
+    assert json.loads(read_metrics.invoke({"results_dir": outcome["results_dir"]}))["score"] == 3.0
 
 
 def test_below_threshold_uses_the_stage_settings(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(task, sandbox, tmp_path, GOOD, settings_override={"factor": 0.2})
-    assert outcome.status == "below_threshold" and not outcome.failed and outcome.score == 0.2
-    assert "score 0.2 is not at least the stage threshold 0.5" in outcome.error
+    assert outcome["status"] == "below_threshold" and not stage_failed(outcome) and outcome["score"] == 0.2
+    assert "score 0.2 is not at least the stage threshold 0.5" in outcome["error"]
 
 
 def test_invalid(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(task, sandbox, tmp_path, "def solve(factor):\n    return -1.0\n")
-    assert outcome.status == "invalid" and outcome.failed and not outcome.valid
-    assert "negative values are not allowed" in outcome.error
+    assert outcome["status"] == "invalid" and stage_failed(outcome) and not outcome["valid"]
+    assert "negative values are not allowed" in outcome["error"]
 
 
 def test_runtime_error_reported_by_the_evaluator(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(task, sandbox, tmp_path, "def solve(factor):\n    return factor / 0\n")
-    assert outcome.status == "runtime_error"
-    assert "ZeroDivisionError" in outcome.traceback and "ZeroDivisionError" in outcome.error
+    assert outcome["status"] == "runtime_error"
+    assert "ZeroDivisionError" in outcome["traceback"] and "ZeroDivisionError" in outcome["error"]
 
 
 def test_runtime_error_from_an_uncaught_traceback(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(task, sandbox, tmp_path, "raise RuntimeError('boom at import')\n")
-    assert outcome.status == "runtime_error"
-    assert outcome.traceback.startswith("Traceback") and "boom at import" in outcome.traceback
-    assert "exited with status 1" in outcome.error and "metrics.json was not written" in outcome.error
+    assert outcome["status"] == "runtime_error"
+    assert outcome["traceback"].startswith("Traceback") and "boom at import" in outcome["traceback"]
+    assert "exited with status 1" in outcome["error"] and "metrics.json was not written" in outcome["error"]
 
 
 @pytest.mark.parametrize(
@@ -173,31 +175,31 @@ def test_runtime_error_from_an_uncaught_traceback(task, sandbox, tmp_path: Path)
 )
 def test_evaluator_error(task, sandbox, tmp_path: Path, behaviour: str, message: str) -> None:
     outcome = evaluate(task, sandbox, tmp_path, GOOD, settings_override={"evaluator": behaviour})
-    assert outcome.status == "evaluator_error" and outcome.traceback is None
-    assert message in outcome.error
+    assert outcome["status"] == "evaluator_error" and outcome["traceback"] is None
+    assert message in outcome["error"]
 
 
 def test_timeout(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(
         task, sandbox, tmp_path, "def solve(factor):\n    while True:\n        pass\n", timeout_s=1.0
     )
-    assert outcome.status == "timeout" and outcome.failed
-    assert "wall-clock limit" in outcome.error and outcome.wall_s < 2.0
+    assert outcome["status"] == "timeout" and stage_failed(outcome)
+    assert "wall-clock limit" in outcome["error"] and outcome["wall_s"] < 2.0
 
 
 def test_resource_limit_memory(task, sandbox, tmp_path: Path) -> None:
     outcome = evaluate(
         task, sandbox, tmp_path, "def solve(factor):\n    return len(bytearray(4 * 1024**3))\n"
     )
-    assert outcome.status == "resource_limit" and "MemoryError" in outcome.traceback
-    assert "ran out of memory (MemoryError under the 300 MB limit)" in outcome.error
+    assert outcome["status"] == "resource_limit" and "MemoryError" in outcome["traceback"]
+    assert "ran out of memory (MemoryError under the 300 MB limit)" in outcome["error"]
 
 
 def test_resource_limit_output_flood(task, sandbox, tmp_path: Path) -> None:
     code = "def solve(factor):\n    while True:\n        print('z' * 10000)\n"
     outcome = evaluate(task, sandbox, tmp_path, code, max_output_bytes=10_000)
-    assert outcome.status == "resource_limit" and "flooding its output" in outcome.error
-    assert len((Path(outcome.results_dir) / "stdout.txt").read_text()) < 10_200
+    assert outcome["status"] == "resource_limit" and "flooding its output" in outcome["error"]
+    assert len((Path(outcome["results_dir"]) / "stdout.txt").read_text()) < 10_200
 
 
 def test_planted_symlinks_are_not_followed(task, sandbox, tmp_path: Path) -> None:
@@ -209,17 +211,16 @@ def test_planted_symlinks_are_not_followed(task, sandbox, tmp_path: Path) -> Non
         f"os.symlink({str(lure)!r}, 'results/metrics.json')\nos._exit(0)\n"
     )
     outcome = evaluate(task, sandbox, tmp_path, code)
-    assert not target.exists() and not (Path(outcome.results_dir) / "stdout.txt").is_symlink()
-    assert outcome.status == "evaluator_error" and outcome.score is None
-    assert "results/metrics.json could not be read" in outcome.error
+    assert not target.exists() and not (Path(outcome["results_dir"]) / "stdout.txt").is_symlink()
+    assert outcome["status"] == "evaluator_error" and outcome["score"] is None
+    assert "results/metrics.json could not be read" in outcome["error"]
 
 
-def test_to_dict_is_json_safe(task, sandbox, tmp_path: Path) -> None:
-    outcome = evaluate(task, sandbox, tmp_path, GOOD)
-    outcome.metrics = {"loss": math.nan, "curve": (1.0, math.inf), "path": tmp_path}
-    data = json.loads(json.dumps(outcome.to_dict(), allow_nan=False))
-    assert data["metrics"] == {"loss": None, "curve": [1.0, None], "path": str(tmp_path)}
-    assert data["status"] == "ok" and data["results_dir"] == outcome.results_dir
+def test_a_stage_result_is_json_safe(task, sandbox, tmp_path: Path) -> None:
+    outcome = evaluate(task, sandbox, tmp_path, GOOD, settings_override={"evaluator": "odd_metrics"})
+    data = json.loads(json.dumps(outcome, allow_nan=False))
+    assert data["metrics"] == {"loss": None, "curve": [1.0, None]}
+    assert data["status"] == "ok" and data["results_dir"] == outcome["results_dir"]
 
 
 def test_engineer_tools_answer_problems_with_text(tmp_path: Path) -> None:

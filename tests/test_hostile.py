@@ -24,7 +24,7 @@ from evoforge.sandbox import Sandbox, close_sandboxes
 from evoforge.sandbox.docker import LABEL, DockerSandbox
 from evoforge.sandbox.local import LocalSandbox
 from evoforge.tasks.spec import TaskSpec, load_task
-from evoforge.tools.evaluation import EVOFORGE_PACKAGE, StageOutcome, run_stage
+from evoforge.tools.evaluation import EVOFORGE_PACKAGE, StageResult, run_stage, stage_failed
 
 pytestmark = pytest.mark.integration
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
@@ -46,7 +46,7 @@ def sandbox(request: pytest.FixtureRequest) -> Sandbox:
     return request.getfixturevalue("docker_sandbox")
 
 
-def evaluate_hostile(sandbox: Sandbox, candidate: str, tmp_path: Path, **settings: Any) -> StageOutcome:
+def evaluate_hostile(sandbox: Sandbox, candidate: str, tmp_path: Path, **settings: Any) -> StageResult:
     """Run a hostile candidate through `run_stage`; every process of it carries a fresh marker (the stage
     name is on the evaluator's command line) so leftovers can be found on the host afterwards."""
     marker = f"hostile{uuid.uuid4().hex[:12]}"
@@ -59,7 +59,7 @@ def evaluate_hostile(sandbox: Sandbox, candidate: str, tmp_path: Path, **setting
     assert processes_mentioning(marker) == [], f"{candidate} left processes behind"
     if isinstance(sandbox, DockerSandbox):
         assert sandbox.client.containers.list(all=True, filters={"label": LABEL}) == []
-    assert outcome.failed and outcome.error, outcome
+    assert stage_failed(outcome) and outcome["error"], outcome
     return outcome
 
 
@@ -93,7 +93,7 @@ def test_network_connection_to_the_host_is_refused(sandbox: Sandbox, tmp_path: P
     port, received = listener
     outcome = evaluate_hostile(sandbox, "net_connect", tmp_path, port=port)
     assert received == []
-    assert outcome.status == "runtime_error" and "ConnectionRefusedError" in outcome.error
+    assert outcome["status"] == "runtime_error" and "ConnectionRefusedError" in outcome["error"]
 
 
 def test_writes_outside_the_work_dir_fail(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_writes_outside_the_work_dir_fail(sandbox: Sandbox, tmp_path: Path) -> N
     outside.chmod(0o777)  # tempting: anyone may write here on the host
     outcome = evaluate_hostile(sandbox, "write_outside", tmp_path, outside_dir=str(outside),
                                package_dir=str(EVOFORGE_PACKAGE))
-    assert outcome.status == "runtime_error" and "every write outside the work dir failed" in outcome.error
+    assert outcome["status"] == "runtime_error" and "every write outside the work dir failed" in outcome["error"]
     for path in (outside / "pwned", EVOFORGE_PACKAGE / "pwned", Path("/pwned"), Path("/etc/pwned"),
                  tmp_path / "pwned"):
         assert not path.exists(), f"the candidate wrote {path}"
@@ -113,17 +113,17 @@ def test_the_parents_api_keys_are_invisible(sandbox: Sandbox, tmp_path: Path,
     secret = f"sk-hostile-{uuid.uuid4().hex}"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     outcome = evaluate_hostile(sandbox, "read_env", tmp_path)
-    assert outcome.status == "runtime_error" and "no API key" in outcome.error
-    everything = outcome.stdout_tail + outcome.stderr_tail + str(outcome.to_dict())
+    assert outcome["status"] == "runtime_error" and "no API key" in outcome["error"]
+    everything = outcome["stdout_tail"] + outcome["stderr_tail"] + str(outcome)
     assert secret not in everything and "STOLEN" not in everything
 
 
 def test_a_fork_bomb_is_stopped_at_the_process_limit(sandbox: Sandbox, tmp_path: Path) -> None:
     outcome = evaluate_hostile(sandbox, "fork_bomb", tmp_path)
     # 64 processes at most; their shared pages count once, so it is the process limit, not memory, that stops it
-    assert outcome.status == "resource_limit", outcome.error
-    assert "killed at the process limit (64 processes and threads)" in outcome.error
-    assert outcome.peak_memory_mb < 256
+    assert outcome["status"] == "resource_limit", outcome["error"]
+    assert "killed at the process limit (64 processes and threads)" in outcome["error"]
+    assert outcome["peak_memory_mb"] < 256
 
 
 def test_a_child_killed_by_the_oom_killer_is_named_a_memory_kill(docker_sandbox: DockerSandbox,
@@ -131,34 +131,34 @@ def test_a_child_killed_by_the_oom_killer_is_named_a_memory_kill(docker_sandbox:
     # on docker the kernel's OOM killer takes the child and the evaluator goes on to report that the child
     # died; the stage still failed on memory. (Locally RLIMIT_AS makes the child raise MemoryError instead.)
     outcome = evaluate_hostile(docker_sandbox, "child_memory_hog", tmp_path)
-    assert outcome.status == "resource_limit", outcome.error
-    assert "hit the memory limit (256 MB" in outcome.error and "killed a process of it" in outcome.error
+    assert outcome["status"] == "resource_limit", outcome["error"]
+    assert "hit the memory limit (256 MB" in outcome["error"] and "killed a process of it" in outcome["error"]
 
 
 def test_unbounded_memory_hits_the_limit(sandbox: Sandbox, tmp_path: Path) -> None:
     outcome = evaluate_hostile(sandbox, "memory_hog", tmp_path)
-    assert outcome.status == "resource_limit" and ("memory limit (256 MB" in outcome.error
-                                                   or "MemoryError under the 256 MB limit" in outcome.error)
-    assert outcome.peak_memory_mb <= 256 * 1.1
+    assert outcome["status"] == "resource_limit" and ("memory limit (256 MB" in outcome["error"]
+                                                   or "MemoryError under the 256 MB limit" in outcome["error"])
+    assert outcome["peak_memory_mb"] <= 256 * 1.1
 
 
 def test_a_loop_ignoring_sigterm_is_killed_at_the_timeout(sandbox: Sandbox, tmp_path: Path) -> None:
     outcome = evaluate_hostile(sandbox, "ignore_sigterm", tmp_path)
-    assert outcome.status == "timeout" and 3 <= outcome.wall_s < 3 + 1
-    assert outcome.cpu_s > 0.5, "the spinning CPU time should be accounted"
+    assert outcome["status"] == "timeout" and 3 <= outcome["wall_s"] < 3 + 1
+    assert outcome["cpu_s"] > 0.5, "the spinning CPU time should be accounted"
 
 
 def test_an_output_flood_is_stopped_and_capped(sandbox: Sandbox, tmp_path: Path) -> None:
     outcome = evaluate_hostile(sandbox, "flood_stdout", tmp_path)
-    assert outcome.status == "resource_limit" and f"flooding its output (more than {16 * OUTPUT_LIMIT} bytes" in outcome.error
-    assert outcome.wall_s < 3
-    stdout = (Path(outcome.results_dir) / "stdout.txt").read_text()
+    assert outcome["status"] == "resource_limit" and f"flooding its output (more than {16 * OUTPUT_LIMIT} bytes" in outcome["error"]
+    assert outcome["wall_s"] < 3
+    stdout = (Path(outcome["results_dir"]) / "stdout.txt").read_text()
     assert len(stdout) < 2 * OUTPUT_LIMIT and "bytes dropped by the sandbox" in stdout
 
 
 def test_a_daemonized_child_is_reported_and_killed(sandbox: Sandbox, tmp_path: Path) -> None:
     outcome = evaluate_hostile(sandbox, "daemon_child", tmp_path)
-    assert outcome.status == "invalid" and "left 1 process(es) running" in outcome.error
+    assert outcome["status"] == "invalid" and "left 1 process(es) running" in outcome["error"]
 
 
 def graph_config(database: Database, tmp_path: Path, backend: str, docker_engine: str | None,

@@ -80,9 +80,9 @@ def ray_worker_above(pid: int) -> int | None:
 def test_a_stage_runs_on_a_worker_and_its_results_come_back(ray_sandbox: RaySandbox, tmp_path: Path) -> None:
     task = load_task("circle_packing")
     outcome = run_stage(task, task.stages[0], task.seed_code(), tmp_path / "work", ray_sandbox)
-    assert outcome.status == "ok" and outcome.backend == "ray/local/bubblewrap"
-    assert outcome.score == pytest.approx(0.96056, abs=1e-4)
-    assert (tmp_path / "work" / "results" / "metrics.json").is_file() and outcome.cpu_s > 0
+    assert outcome["status"] == "ok" and outcome["backend"] == "ray/local/bubblewrap"
+    assert outcome["score"] == pytest.approx(0.96056, abs=1e-4)
+    assert (tmp_path / "work" / "results" / "metrics.json").is_file() and outcome["cpu_s"] > 0
     assert sandbox_capacity(ray_sandbox) == 2
 
 

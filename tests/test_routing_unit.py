@@ -31,7 +31,7 @@ from evoforge.graph import routing
 from evoforge.llm.usage import LLMCallError
 from evoforge.memory.nodes import code_hash
 from evoforge.runtime.state import State
-from evoforge.tools.evaluation import StageOutcome
+from evoforge.tools.evaluation import StageResult
 
 BOUNDS = RunConfig().bounds
 assert min(BOUNDS.max_static_retries, BOUNDS.max_novelty_retries, BOUNDS.max_parse_retries,
@@ -466,11 +466,12 @@ def test_a_model_that_keeps_failing_ends_the_round(monkeypatch: pytest.MonkeyPat
 
 # --- Engineer and Debugger: a failed stage is patched up to `max_debug_attempts` times ---
 
-def stage_outcome(status: str, workdir: Path) -> StageOutcome:
-    return StageOutcome(stage="quick", status=status, score=0.9 if status == "ok" else None,  # type: ignore[arg-type]
-                        valid=status == "ok", metrics={}, error=None if status == "ok" else f"the stage ended {status}",
-                        feedback=None, traceback=None, artifacts={}, stdout_tail="", stderr_tail="", wall_s=0.1,
-                        cpu_s=0.1, peak_memory_mb=10.0, gpu_seconds=0.0, results_dir=str(workdir), backend="local")
+def stage_outcome(status: str, workdir: Path) -> StageResult:
+    return StageResult(stage="quick", status=status, score=0.9 if status == "ok" else None,  # type: ignore[arg-type]
+                       valid=status == "ok", metrics={}, error=None if status == "ok" else f"the stage ended {status}",
+                       feedback=None, traceback=None, artifacts={}, stdout_tail="", stderr_tail="", wall_s=0.1,
+                       cpu_s=0.1, peak_memory_mb=10.0, gpu_seconds=0.0, results_dir=str(workdir), backend="local",
+                       warnings=[])
 
 
 @pytest.mark.parametrize(("stage_status", "fields", "status", "expected"), [
@@ -491,7 +492,7 @@ def test_after_a_stage_the_debugger_is_asked_within_its_bound(
     use_stand_ins(monkeypatch, engineer, config)
     workdirs: list[Path] = []
 
-    def run_one_stage(res: Any, stage: Any, code: str, workdir: Path, settings: Any) -> tuple[StageOutcome, list[Any]]:
+    def run_one_stage(res: Any, stage: Any, code: str, workdir: Path, settings: Any) -> tuple[StageResult, list[Any]]:
         workdirs.append(workdir)
         return stage_outcome(stage_status, workdir), []
 

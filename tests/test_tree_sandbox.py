@@ -90,12 +90,12 @@ def test_every_backend_gets_the_whole_tree_with_fixed_files_read_only(tmp_path: 
     files["lib/extra.py"] = "X = 1\n"
     code = encode_bundle(files)
     outcome = run_stage(task, task.stages[0], code, tmp_path / "work", sandbox)
-    assert outcome.status == "ok", (outcome.error, outcome.stderr_tail)
-    assert outcome.score == 2.5
-    assert outcome.metrics["files"] == ["fixed.txt", "lib/__init__.py", "lib/extra.py", "lib/score.py"]
-    assert outcome.metrics["fixed_overwritten"] is False
-    if "not isolated" not in " ".join(outcome.warnings):  # bubblewrap and docker mount fixed files read-only
-        assert outcome.metrics["fixed_replaced"] is False and outcome.metrics["fixed_text"] == "fixed context\n"
+    assert outcome["status"] == "ok", (outcome["error"], outcome["stderr_tail"])
+    assert outcome["score"] == 2.5
+    assert outcome["metrics"]["files"] == ["fixed.txt", "lib/__init__.py", "lib/extra.py", "lib/score.py"]
+    assert outcome["metrics"]["fixed_overwritten"] is False
+    if "not isolated" not in " ".join(outcome["warnings"]):  # bubblewrap and docker mount fixed files read-only
+        assert outcome["metrics"]["fixed_replaced"] is False and outcome["metrics"]["fixed_text"] == "fixed context\n"
     assert (task.root / "tree" / "fixed.txt").read_text() == "fixed context\n", "the task's own copy is untouched"
     verdict = run_static_check(task, code, tmp_path / "check", sandbox)
     assert verdict.reasons == []
@@ -107,6 +107,6 @@ def test_a_tree_candidate_that_raises_is_a_runtime_error_for_the_debugger(tmp_pa
     files["lib/score.py"] = "SCORE = 1 / 0\n"
     outcome = run_stage(task, task.stages[0], encode_bundle(files), tmp_path / "work",
                         get_sandbox("local", "auto", SandboxConfig()))
-    assert outcome.status == "runtime_error", outcome.error
-    assert 'program/lib/score.py", line 1' in (outcome.traceback or "")
-    assert json.loads(json.dumps(outcome.to_dict()))["stage"] == "quick"
+    assert outcome["status"] == "runtime_error", outcome["error"]
+    assert 'program/lib/score.py", line 1' in (outcome["traceback"] or "")
+    assert json.loads(json.dumps(outcome))["stage"] == "quick"

@@ -23,7 +23,7 @@ from evoforge.runtime.services import Services, services_for
 from evoforge.runtime.state import State
 from evoforge.sandbox import sandbox_for
 from evoforge.tasks.spec import Stage
-from evoforge.tools.evaluation import StageOutcome, StageStatus, read_log_tail, read_metrics, run_stage
+from evoforge.tools.evaluation import StageStatus, read_log_tail, read_metrics, run_stage, stage_failed
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def stage_workdir(res: Services, state: State, stage: Stage) -> Path:
 
 
 def run_one_stage(res: Services, stage: Stage, code: str, workdir: Path,
-                  settings: dict[str, Any] | None) -> tuple[StageOutcome, list[ToolCall]]:
+                  settings: dict[str, Any] | None) -> tuple[StageResult, list[ToolCall]]:
     """Run a stage and read its results the way a person would: metrics, then the log on failure."""
     sandbox = sandbox_for(res.config.sandbox, stage.backend)  # a stage may name its own backend
     with res.evaluation_slots:
@@ -131,13 +131,13 @@ def run_one_stage(res: Services, stage: Stage, code: str, workdir: Path,
                             max_output_bytes=res.config.sandbox.max_output_bytes)
     calls: list[ToolCall] = [{"tool": "run_stage",
                               "args": {"stage": stage.name, "workdir": str(workdir), "settings": settings or {}},
-                              "result": f"{outcome.status}, score {outcome.score}"}]
-    metrics_text = read_metrics.invoke({"results_dir": outcome.results_dir})
-    calls.append({"tool": "read_metrics", "args": {"results_dir": outcome.results_dir},
+                              "result": f"{outcome['status']}, score {outcome['score']}"}]
+    metrics_text = read_metrics.invoke({"results_dir": outcome["results_dir"]})
+    calls.append({"tool": "read_metrics", "args": {"results_dir": outcome["results_dir"]},
                   "result": metrics_verdict(metrics_text)})
-    if outcome.failed:
-        tail = read_log_tail.invoke({"results_dir": outcome.results_dir, "stream": "stderr", "lines": 30})
-        calls.append({"tool": "read_log_tail", "args": {"results_dir": outcome.results_dir, "stream": "stderr"},
+    if stage_failed(outcome):
+        tail = read_log_tail.invoke({"results_dir": outcome["results_dir"], "stream": "stderr", "lines": 30})
+        calls.append({"tool": "read_log_tail", "args": {"results_dir": outcome["results_dir"], "stream": "stderr"},
                       "result": tail[-1500:]})
     return outcome, calls
 
@@ -158,8 +158,8 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
                     "error": f"a person rejected stage {stage.name!r} (cost {stage.cost}): {reason}"}
         settings = approval["settings"] if approval["action"] == "edit" else None
     outcome, calls = run_one_stage(res, stage, state.candidate["code"], stage_workdir(res, state, stage), settings)
-    update: dict[str, Any] = {"stage_results": [outcome.to_dict()], "tool_calls": calls, "approval": approval}
-    if outcome.status == "ok":
+    update: dict[str, Any] = {"stage_results": [outcome], "tool_calls": calls, "approval": approval}
+    if outcome["status"] == "ok":
         if state.next_stage + 1 < len(res.task.stages):
             update["next_stage"] = state.next_stage + 1
         else:
@@ -168,28 +168,28 @@ def run_evaluation(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
         exhausted = state.debug_attempts >= res.config.bounds.max_debug_attempts
         unchanged = state.debug_attempts > 0 and _same_failure_as_before_the_patch(state, outcome)
         fix = fixable(res.config, outcome) and not exhausted and not unchanged
-        update["status"] = "needs_fix" if fix else STATUS_AFTER_STAGE[outcome.status]
-        update["error"] = outcome.error
+        update["status"] = "needs_fix" if fix else STATUS_AFTER_STAGE[outcome["status"]]
+        update["error"] = outcome["error"]
         if unchanged and not exhausted:
-            update["feedback"] = [f"debugger: the patch left the same failure ({outcome.error}); not asked again"]
+            update["feedback"] = [f"debugger: the patch left the same failure ({outcome['error']}); not asked again"]
     return update
 
 
-def _same_failure_as_before_the_patch(state: State, outcome: StageOutcome) -> bool:
+def _same_failure_as_before_the_patch(state: State, outcome: StageResult) -> bool:
     """Whether a patched candidate failed the way it did before the Debugger's last patch (the same status and
     error): the Debugger made no progress, and a further patch of the same program rarely does. Measured
     (circle_packing, the embedded 1.5B model, 2026-12-04 23:02): in 2 of the 3 rounds the Debugger took, its
     second attempt faced the error its first had left, word for word, and no attempt fixed a program (20-30 s a
     call)."""
     before = next((stage for stage in reversed(state.stage_results) if stage.get("status") != "ok"), None)
-    return (before is not None and outcome.error is not None
-            and (before.get("status"), before.get("error")) == (outcome.status, outcome.error))
+    return (before is not None and outcome["error"] is not None
+            and (before.get("status"), before.get("error")) == (outcome["status"], outcome["error"]))
 
 
-def fixable(config: RunConfig, outcome: StageOutcome) -> bool:
+def fixable(config: RunConfig, outcome: StageResult) -> bool:
     """Whether the Debugger may take this failed stage: a crash, or (`bounds.debug_invalid`) a result the evaluator
     marked invalid."""
-    return outcome.status == "runtime_error" or (outcome.status == "invalid" and config.bounds.debug_invalid)
+    return outcome["status"] == "runtime_error" or (outcome["status"] == "invalid" and config.bounds.debug_invalid)
 
 
 def evaluate_program(res: Services, code: str, node_dir: Path) -> tuple[NodeStatus, list[StageResult], str | None]:
@@ -197,7 +197,7 @@ def evaluate_program(res: Services, code: str, node_dir: Path) -> tuple[NodeStat
     results: list[StageResult] = []
     for stage in res.task.stages:
         outcome, _ = run_one_stage(res, stage, code, node_dir / stage.name, None)
-        results.append(outcome.to_dict())
-        if outcome.status != "ok":
-            return STATUS_AFTER_STAGE[outcome.status], results, outcome.error
+        results.append(outcome)
+        if outcome["status"] != "ok":
+            return STATUS_AFTER_STAGE[outcome["status"]], results, outcome["error"]
     return "evaluated", results, None

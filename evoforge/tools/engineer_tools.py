@@ -1,6 +1,6 @@
 """The Engineer's read-only LangChain tools for looking at what an evaluation stage left behind.
 
-Both take the stage directory a `StageOutcome` names as `results_dir` (its `results/` subfolder works too).
+Both take the stage directory a `StageResult` names as `results_dir` (its `results/` subfolder works too).
 Problems come back as text the model can act on, never as exceptions.
 """
 

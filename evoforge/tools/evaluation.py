@@ -2,7 +2,7 @@
 
 `run_stage` prepares a fresh work dir (program.py, the task's evaluator and extra files, results/), runs
 `evaluate.py program.py results --stage NAME` through a sandbox, keeps stdout.txt / stderr.txt beside it,
-and turns `results/metrics.json` into a `StageOutcome` whose status says what happened. Nothing the
+and turns `results/metrics.json` into a `StageResult` whose status says what happened. Nothing the
 candidate or the evaluator does makes it raise; a broken sandbox configuration does.
 The Engineer's read-only tools (`read_log_tail`, `read_metrics`, from engineer_tools.py) are re-exported.
 """
@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,8 +29,8 @@ from evoforge.tasks.tree import TREE_DIR
 from evoforge.tools.engineer_tools import read_log_tail, read_metrics
 from evoforge.tools.job_files import RESULTS_DIR, read_job_file
 
-__all__ = ["StageOutcome", "StageResult", "StageStatus", "read_log_tail", "read_metrics", "run_stage",
-           "run_static_check"]
+__all__ = ["StageResult", "StageStatus", "read_log_tail", "read_metrics", "run_stage", "run_static_check",
+           "stage_failed"]
 
 StageStatus = Literal["ok", "below_threshold", "invalid", "runtime_error", "timeout", "resource_limit",
                       "evaluator_error"]
@@ -51,44 +51,10 @@ def program_argument(task: TaskSpec) -> str:
     return TREE_DIR if task.is_tree else PROGRAM_FILE
 
 
-@dataclass
-class StageOutcome:
-    """What one stage of one candidate produced; `results_dir` is the stage's work dir (program.py,
-    stdout.txt, stderr.txt, results/metrics.json)."""
-
-    stage: str
-    status: StageStatus
-    score: float | None
-    valid: bool
-    metrics: dict[str, Any]
-    error: str | None
-    feedback: str | None
-    traceback: str | None
-    artifacts: dict[str, Any]
-    stdout_tail: str
-    stderr_tail: str
-    wall_s: float
-    cpu_s: float
-    peak_memory_mb: float
-    gpu_seconds: float
-    results_dir: str
-    backend: str
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        """True unless the evaluation itself went through (a score below the threshold is not a failure)."""
-        return self.status not in ("ok", "below_threshold")
-
-    def to_dict(self) -> StageResult:
-        """JSON-safe: non-finite numbers become None, unknown objects their str()."""
-        safe: StageResult = _json_safe(asdict(self))
-        return safe
-
-
 class StageResult(TypedDict):
-    """A `StageOutcome` as the graph state and node memory hold it (`StageOutcome.to_dict`): the same keys, as
-    plain JSON. From typing_extensions: see runtime/payloads.py."""
+    """What one stage of one candidate produced, as `run_stage` returns it and the graph state and node memory
+    hold it: plain JSON (a non-finite number is None). `results_dir` is the stage's work dir (program.py,
+    stdout.txt, stderr.txt, results/metrics.json). From typing_extensions: see runtime/payloads.py."""
 
     stage: str
     status: StageStatus
@@ -110,8 +76,13 @@ class StageResult(TypedDict):
     warnings: list[str]
 
 
+def stage_failed(result: StageResult) -> bool:
+    """True unless the evaluation itself went through (a score below the threshold is not a failure)."""
+    return result["status"] not in ("ok", "below_threshold")
+
+
 def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: Sandbox, *,
-              settings_override: dict[str, Any] | None = None, max_output_bytes: int = 2_000_000) -> StageOutcome:
+              settings_override: dict[str, Any] | None = None, max_output_bytes: int = 2_000_000) -> StageResult:
     """Evaluate `code` at `stage` of `task` in a fresh `workdir` (emptied if it exists) through `sandbox`.
 
     Whatever the candidate or the evaluator does comes back as a status; only a sandbox that cannot run jobs
@@ -134,7 +105,8 @@ def run_stage(task: TaskSpec, stage: Stage, code: str, workdir: Path, sandbox: S
                              readonly_within=fixed))
     _write_new(workdir / "stdout.txt", result.stdout)
     _write_new(workdir / "stderr.txt", result.stderr)
-    return _judge(task, stage, result, workdir)
+    safe: StageResult = _json_safe(_judge(task, stage, result, workdir))
+    return safe
 
 
 @dataclass(frozen=True)
@@ -181,8 +153,8 @@ def run_static_check(task: TaskSpec, code: str, workdir: Path, sandbox: Sandbox)
     return StaticCheckVerdict(reasons, crashed=verdict.get("crashed") is True)
 
 
-def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -> StageOutcome:
-    outcome = StageOutcome(
+def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -> StageResult:
+    outcome = StageResult(
         stage=stage.name, status="ok", score=None, valid=False, metrics={}, error=None, feedback=None,
         traceback=None, artifacts={}, stdout_tail=result.stdout[-TAIL_CHARS:],
         stderr_tail=result.stderr[-TAIL_CHARS:], wall_s=result.wall_s, cpu_s=result.cpu_s,
@@ -200,18 +172,18 @@ def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -
         trace = _last_traceback(result.stderr) if result.returncode not in (0, None) else None
         if trace and (_TREE_FRAME if task.is_tree else _PROGRAM_FRAME).search(trace):
             # the candidate raised (or crashed) inside the evaluator process before a result could be written
-            outcome.traceback = trace
+            outcome["traceback"] = trace
             return _fail(outcome, "runtime_error", f"{prefix} the evaluation {happened} with a Python "
                                                    f"traceback ({_summary(trace)}); {problem}.")
         # no frame of the candidate's file: the evaluator broke on its own, and the Debugger cannot fix that
         raised = f" ({_clean(_summary(trace))})" if trace else ""
         return _fail(outcome, "evaluator_error", f"{prefix} {problem}; the evaluator process {happened}{raised}.")
-    outcome.score, outcome.valid, outcome.metrics = report.score, report.valid, report.metrics
-    outcome.feedback, outcome.traceback, outcome.artifacts = report.feedback, report.traceback, report.artifacts
+    outcome.update({"score": report.score, "valid": report.valid, "metrics": report.metrics,
+                    "feedback": report.feedback, "traceback": report.traceback, "artifacts": report.artifacts})
     if result.returncode != 0:
-        outcome.warnings.append(f"the evaluator {happened} after writing {METRICS_FILE}")
+        outcome["warnings"].append(f"the evaluator {happened} after writing {METRICS_FILE}")
     if report.evaluator_traceback:
-        outcome.traceback = None  # not the candidate's: nothing for the Debugger
+        outcome["traceback"] = None  # not the candidate's: nothing for the Debugger
         failure = report.error or _summary(report.evaluator_traceback)
         return _fail(outcome, "evaluator_error", f"{prefix} the evaluator failed: {_clean(failure)}.")
     if report.traceback:
@@ -229,12 +201,12 @@ def _judge(task: TaskSpec, stage: Stage, result: SandboxResult, workdir: Path) -
         word = "at least" if task.score.direction == "maximize" else "at most"
         return _fail(outcome, "below_threshold", f"{prefix} score {report.score:g} is not {word} the stage "
                                                  f"threshold {stage.threshold:g}.")
-    outcome.error = report.error
+    outcome["error"] = report.error
     return outcome
 
 
-def _fail(outcome: StageOutcome, status: StageStatus, error: str) -> StageOutcome:
-    outcome.status, outcome.error = status, error
+def _fail(outcome: StageResult, status: StageStatus, error: str) -> StageResult:
+    outcome.update({"status": status, "error": error})
     return outcome
 
 
