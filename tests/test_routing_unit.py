@@ -22,7 +22,8 @@ from node_stand_ins import (
     use_stand_ins,
 )
 
-from evoforge.agents import debugger, engineer, novelty_checker, recorder, researcher, static_checker
+# the Researcher calls its model through base.ask_researcher, so its stand-in replaces base.ask
+from evoforge.agents import base, debugger, engineer, novelty_checker, recorder, researcher, static_checker
 from evoforge.agents.code_view import edit_and_view
 from evoforge.agents.prior_code import prior_code_candidate
 from evoforge.agents.unbound_names import unbound_names
@@ -180,7 +181,7 @@ def test_unusable_replies_are_retried_then_the_round_is_recorded(monkeypatch: py
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
     model = ScriptedAsk(*["I would move the circles."] * (BOUNDS.max_parse_retries + 1))
-    monkeypatch.setattr(researcher, "ask", model)
+    monkeypatch.setattr(base, "ask", model)
     state = round_state(feedback=["static check rejected 'ring': SyntaxError"])
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert len(model.calls) == BOUNDS.max_parse_retries + 1
@@ -218,7 +219,7 @@ def test_an_echo_of_the_parent_moves_the_retry_to_the_next_idea(monkeypatch: pyt
     config = RunConfig(state_dir=tmp_path, tune_constants_on_echo=False)
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO, USABLE))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO, USABLE))
     ideas = [_idea("penalty"), _idea("lesson", kind="insight"), _idea("grid")]
     state = round_state(cognition=ideas)
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
@@ -233,7 +234,7 @@ def test_an_echo_of_the_parent_moves_the_retry_to_the_next_idea(monkeypatch: pyt
 def test_an_echo_runs_the_code_of_a_retrieved_prior_when_the_focused_one_gives_none(
         monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO))
     centred = ("A start to polish:\n```python\ndef construct_packing():\n    centers = np.full((26, 2), 0.5)\n"
                "    return centers, compute_radii(centers)\n```\n")
     state = round_state(cognition=[_idea("corners"), _idea("lesson", kind="insight"), _idea("centred", centred)])
@@ -249,7 +250,7 @@ def test_an_echo_with_the_focus_off_keeps_the_ideas_in_place(monkeypatch: pytest
     config = RunConfig(state_dir=tmp_path, cognition={"focus": False}, tune_constants_on_echo=False)
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO, USABLE))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO, USABLE))
     state = round_state(cognition=[_idea("penalty"), _idea("grid")])
     advance(state, researcher.propose_candidate(state, runtime(config)))
     assert [item["id"] for item in prompts.variables[1]["cognition"]] == ["penalty", "grid"]
@@ -281,7 +282,7 @@ def test_an_echo_skips_a_priors_code_that_node_memory_holds(monkeypatch: pytest.
     held = prior_code_candidate(parent, ideas[0])
     assert held is not None
     use_stand_ins(monkeypatch, researcher, config, nodes=KnownPrograms(held))
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO))
     state = round_state(cognition=ideas)
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.candidate is not None and after.candidate["name"] == "prior_grid", \
@@ -295,7 +296,7 @@ def test_a_priors_code_is_bound_to_the_names_it_calls(monkeypatch: pytest.Monkey
     radii = ("Radii by walls only:\n```python\ndef compute_radii(centers):\n"
              "    return np.minimum(centers, 1 - centers).min(axis=1)\n```\n")
     use_stand_ins(monkeypatch, researcher, config)
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO))
     parent = {"id": "run-r0001-l0", "name": "renamed", "score": 1.0, "motivation": "", "analysis": "",
               "code": parent_code}
     state = round_state(parent=parent, cognition=[_idea("centred", CENTRED), _idea("walls", radii)])
@@ -326,7 +327,7 @@ def test_a_name_a_prior_calls_is_bound_from_a_prior_not_retrieved(monkeypatch: p
                                                                   tmp_path: Path, top_k: int) -> None:
     config = RunConfig(state_dir=tmp_path, cognition={"top_k": top_k})
     use_stand_ins(monkeypatch, researcher, config, cognition=TaskPriors(OPTIMISE))
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO))
     state = round_state(cognition=[_idea("restarts", RESTARTS)])
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.candidate is not None
@@ -346,7 +347,7 @@ def _turned_back_as(verdict: str, nearest_id: str, *, passed_static: bool = True
 def test_a_candidate_turned_back_as_its_parent_again_runs_the_fallback_without_a_call(
         monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk())  # any call fails the test
+    monkeypatch.setattr(base, "ask", ScriptedAsk())  # any call fails the test
     state = _turned_back_as("duplicate", "run-r0000-l0", conversation=[{"type": "human", "content": "the prompt"}])
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.candidate is not None and after.candidate["edit_mode"] == "tuned_constant"
@@ -365,7 +366,7 @@ def test_other_turned_back_candidates_ask_the_model_again(monkeypatch: pytest.Mo
                                                           mode: str) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     model = ScriptedAsk(USABLE)
-    monkeypatch.setattr(researcher, "ask", model)
+    monkeypatch.setattr(base, "ask", model)
     state = _turned_back_as(verdict, nearest or "", passed_static=passed_static, edit_mode=mode)
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert len(model.calls) == 1 and after.candidate is not None and after.candidate["name"] == "wider_ring"
@@ -374,7 +375,7 @@ def test_other_turned_back_candidates_ask_the_model_again(monkeypatch: pytest.Mo
 def test_an_echo_with_no_priors_code_left_runs_a_parameter_experiment(monkeypatch: pytest.MonkeyPatch,
                                                                        config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(ECHO))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(ECHO))
     state = round_state(cognition=[_idea("penalty"), _idea("grid")])
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.candidate is not None and after.candidate["edit_mode"] == "tuned_constant"
@@ -409,7 +410,7 @@ def test_a_function_the_edit_renamed_is_named_back_in_the_same_call(monkeypatch:
                                                                      config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     model = ScriptedAsk(RENAMED)
-    monkeypatch.setattr(researcher, "ask", model)
+    monkeypatch.setattr(base, "ask", model)
     state = round_state()
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.candidate is not None and len(model.calls) == 1
@@ -423,7 +424,7 @@ def test_a_renamed_copy_of_the_parent_is_an_echo(monkeypatch: pytest.MonkeyPatch
     use_stand_ins(monkeypatch, researcher, config)
     prompts = RecordedPrompts(monkeypatch)
     renamed_only = RENAMED.split("<<<<<<< SEARCH\nRING_RADIUS")[0]
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(renamed_only, USABLE))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(renamed_only, USABLE))
     state = round_state(cognition=[_idea("penalty"), _idea("grid")])
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert prompts.variables[1]["feedback"][0].startswith("reply 1 could not be used: the edit leaves the program")
@@ -433,7 +434,7 @@ def test_a_renamed_copy_of_the_parent_is_an_echo(monkeypatch: pytest.MonkeyPatch
 def test_a_usable_reply_on_the_last_allowed_try_goes_on(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     model = ScriptedAsk(*["no code"] * BOUNDS.max_parse_retries, USABLE)
-    monkeypatch.setattr(researcher, "ask", model)
+    monkeypatch.setattr(base, "ask", model)
     state = round_state()
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.candidate is not None and after.status == "" and after.parse_failures == BOUNDS.max_parse_retries
@@ -445,7 +446,7 @@ def test_a_usable_reply_on_the_last_allowed_try_goes_on(monkeypatch: pytest.Monk
 def test_the_parse_bound_holds_for_the_whole_round(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     model = ScriptedAsk("no code", "no code")
-    monkeypatch.setattr(researcher, "ask", model)
+    monkeypatch.setattr(base, "ask", model)
     # a static retry after the round has used its parse retries: one try, then the round is recorded
     state = round_state(parse_failures=BOUNDS.max_parse_retries, static_retries=1)
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
@@ -456,7 +457,7 @@ def test_the_parse_bound_holds_for_the_whole_round(monkeypatch: pytest.MonkeyPat
 def test_a_model_that_keeps_failing_ends_the_round(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, researcher, config)
     down = LLMCallError("connection refused")
-    monkeypatch.setattr(researcher, "ask", ScriptedAsk(*[down] * (BOUNDS.max_parse_retries + 1)))
+    monkeypatch.setattr(base, "ask", ScriptedAsk(*[down] * (BOUNDS.max_parse_retries + 1)))
     state = round_state()
     after = advance(state, researcher.propose_candidate(state, runtime(config)))
     assert after.status == "parse_failed" and after.error is not None

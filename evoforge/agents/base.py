@@ -82,6 +82,20 @@ def ask(res: Services, role: Role, messages: list[BaseMessage], state: State, *,
     return reply, usage
 
 
+def ask_researcher(res: Services, messages: list[BaseMessage], state: State, parse_try: int, grammar: str | None,
+                   errors: list[str]) -> tuple[str, Usage] | None:
+    """One Researcher call of the round's `parse_try`-th try: its attempt counts the round's earlier static,
+    novelty and parse retries (the seed and the temperature follow them). A failed call is logged, added to
+    `errors` and gives None: the caller goes on to its next try."""
+    attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
+    try:
+        return ask(res, "researcher", messages, state, attempt=attempt, grammar=grammar, retries=sum(attempt))
+    except LLMCallError as exc:
+        log.warning("researcher model call failed (round %s): %s", state.round, exc)
+        errors.append(f"the model call failed: {exc}")
+        return None
+
+
 def message_records(messages: list[BaseMessage]) -> list[MessageRecord]:
     """Messages as plain JSON ({type, content}) for the graph state and the transcripts."""
     return [{"type": m.type, "content": m.text} for m in messages]

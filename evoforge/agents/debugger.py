@@ -9,7 +9,6 @@ the seed's program to the byte, evaluated a second time."""
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -17,21 +16,18 @@ from langgraph.runtime import Runtime
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.code_view import edit_and_view, short_paths
 from evoforge.agents.editing import EditError, parse_edit, unified_diff
+from evoforge.agents.patches import patched, refuse_unusable_patch
 from evoforge.agents.prior_code import binding_sources
 from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import debugger_grammar
-from evoforge.agents.static_checker import code_problems
 from evoforge.agents.tree_debugger import debug_tree_candidate
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.memory.fingerprint import code_hash
-from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 
 log = logging.getLogger(__name__)
-_FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
 
 
 def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
@@ -63,19 +59,11 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
             code, _, _ = apply_repaired_edit(
                 candidate_code, parse_edit(reply), fixed_from=state.parent["code"], evolve_block=res.task.evolve_block,
                 sources=[state.parent["code"], *binding_sources(res, state.cognition)], required=res.task.entry_points)
-            problems = code_problems(res.task, code)
-            if problems:
-                raise EditError("; ".join(problems))
-            if (same := res.nodes.find_by_code_hash(state.run_id, code_hash(code))) is not None:
-                raise EditError(f"it makes the program the same as node '{same.name}', which was evaluated already "
-                                "(it undoes the candidate's change): fix the error and keep the change")
+            refuse_unusable_patch(res, state, code)
         except EditError as exc:
             problem = f"the patch could not be used: {exc}"
         else:
-            fix = _FIX.search(reply)
-            candidate: Candidate = {**state.candidate, "code": code, "diff": unified_diff(state.parent["code"], code)}
-            note = f"debugger: {fix.group('text').strip() if fix else 'patched'} (attempt {attempts})"
-            return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
+            return patched(state, update, reply, code, unified_diff(state.parent["code"], code), attempts)
     update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
     if exhausted:
         update["status"] = "invalid" if failure["status"] == "invalid" else "runtime_failed"

@@ -12,7 +12,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
-from evoforge.agents.base import add_usage, ask, message_records
+from evoforge.agents.base import add_usage, ask_researcher, message_records
 from evoforge.agents.code_view import edit_and_view
 from evoforge.agents.constant_tuning import TUNED_CONSTANT, first_new_tuning
 from evoforge.agents.editing import (
@@ -30,7 +30,6 @@ from evoforge.agents.reply_grammar import researcher_grammar
 from evoforge.agents.tree_researcher import propose_tree_candidate
 from evoforge.agents.unbound_names import bind_unbound_names, unbound_names
 from evoforge.config import RunConfig
-from evoforge.llm.usage import LLMCallError
 from evoforge.memory.fingerprint import code_hash
 from evoforge.runtime.payloads import Candidate, CognitionView, MessageRecord
 from evoforge.runtime.services import Services, services_for
@@ -235,14 +234,9 @@ def propose_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, An
             feedback=[*state.feedback, *turned_back],
             focus_idea=focus_idea,
         )
-        attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
-        try:
-            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt, grammar=grammar,
-                                    retries=sum(attempt))
-        except LLMCallError as exc:
-            log.warning("researcher model call failed (round %s): %s", state.round, exc)
-            errors.append(f"the model call failed: {exc}")
+        if (asked := ask_researcher(res, messages, state, parse_try, grammar, errors)) is None:
             continue
+        reply, call_usage = asked
         usage = add_usage(usage, "researcher", call_usage)
         try:
             proposal = parse_proposal(reply)

@@ -4,29 +4,25 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from evoforge.agents.base import add_usage, ask
 from evoforge.agents.editing import EditError
+from evoforge.agents.patches import patched, refuse_unusable_patch
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import tree_reply_grammar
-from evoforge.agents.static_checker import code_problems
 from evoforge.agents.tree_editing import apply_tree_reply
 from evoforge.agents.tree_researcher import bind_tree_names, tree_diff
 from evoforge.agents.tree_view import shown_files, traceback_location, tree_paths
 from evoforge.config import RunConfig
 from evoforge.llm.usage import LLMCallError
-from evoforge.memory.fingerprint import code_hash
-from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.tree import decode_bundle
 
 log = logging.getLogger(__name__)
-_FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
 
 
 def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
@@ -59,19 +55,11 @@ def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str,
             code, _ = apply_tree_reply(res.task.program_tree, candidate_code, reply)
             parent_sources = [text for path, text in decode_bundle(state.parent["code"]).items() if path.endswith(".py")]
             code, _ = bind_tree_names(candidate_code, code, parent_sources, res.task.program, res.task.entry_points)
-            problems = code_problems(res.task, code, parent_code=candidate_code)
-            if problems:
-                raise EditError("; ".join(problems))
-            if (same := res.nodes.find_by_code_hash(state.run_id, code_hash(code))) is not None:
-                raise EditError(f"it makes the program the same as node '{same.name}', which was evaluated already "
-                                "(it undoes the candidate's change): fix the error and keep the change")
+            refuse_unusable_patch(res, state, code, parent_code=candidate_code)
         except EditError as exc:
             problem = f"the patch could not be used: {exc}"
         else:
-            fix = _FIX.search(reply)
-            candidate: Candidate = {**state.candidate, "code": code, "diff": tree_diff(state.parent["code"], code)}
-            note = f"debugger: {fix.group('text').strip() if fix else 'patched'} (attempt {attempts})"
-            return {**update, "candidate": candidate, "next_stage": 0, "status": "", "error": None, "feedback": [note]}
+            return patched(state, update, reply, code, tree_diff(state.parent["code"], code), attempts)
     update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
     if attempts >= res.config.bounds.max_debug_attempts:
         update["status"] = "invalid" if failure["status"] == "invalid" else "runtime_failed"

@@ -11,7 +11,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
-from evoforge.agents.base import add_usage, ask, message_records
+from evoforge.agents.base import add_usage, ask_researcher, message_records
 from evoforge.agents.editing import EditError, unified_diff
 from evoforge.agents.prior_code import prior_code_blocks
 from evoforge.agents.prompting import render
@@ -20,7 +20,6 @@ from evoforge.agents.tree_editing import apply_tree_reply
 from evoforge.agents.tree_view import tree_prompt
 from evoforge.agents.unbound_names import bind_unbound_names
 from evoforge.config import RunConfig
-from evoforge.llm.usage import LLMCallError
 from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
@@ -113,14 +112,9 @@ def propose_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[st
         messages = render(res.task, "researcher_tree", parent=state.parent, inspirations=state.inspirations,
                           cognition=state.cognition, feedback=[*state.feedback, *turned_back],
                           focus_idea=res.config.cognition.focus, **shown)
-        attempt = (state.static_retries, state.novelty_retries, state.parse_failures + parse_try)
-        try:
-            reply, call_usage = ask(res, "researcher", messages, state, attempt=attempt, grammar=grammar,
-                                    retries=sum(attempt))
-        except LLMCallError as exc:
-            log.warning("researcher model call failed (round %s): %s", state.round, exc)
-            errors.append(f"the model call failed: {exc}")
+        if (asked := ask_researcher(res, messages, state, parse_try, grammar, errors)) is None:
             continue
+        reply, call_usage = asked
         usage = add_usage(usage, "researcher", call_usage)
         try:
             code, modes = apply_tree_reply(tree, parent_code, reply)
