@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from node_stand_ins import ScriptedAsk, advance, candidate, round_state, runtime, use_stand_ins
 
-from evoforge.agents import analyzer, debugger
+from evoforge.agents import analyzer, debugger, patches
 from evoforge.agents.analyzer import MAX_REPORT_CHARS, fallback_report, parse_report
 from evoforge.agents.editing import EditError, SearchReplace, apply_edit, merge_definitions, parse_edit
 from evoforge.agents.researcher import parse_proposal
@@ -178,7 +178,7 @@ def debug(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reply: str) -> dict[s
     """The Debugger's update for one reply about a crash, on its first attempt."""
     config = RunConfig(state_dir=tmp_path)
     use_stand_ins(monkeypatch, debugger, config)
-    monkeypatch.setattr(debugger, "ask", ScriptedAsk(reply))
+    monkeypatch.setattr(patches, "ask", ScriptedAsk(reply))
     state = round_state(candidate=candidate(), stage_results=[CRASH], status="needs_fix")
     return debugger.debug_candidate(state, runtime(config))
 

@@ -22,8 +22,18 @@ from node_stand_ins import (
     use_stand_ins,
 )
 
-# the Researcher calls its model through base.ask_researcher, so its stand-in replaces base.ask
-from evoforge.agents import base, debugger, engineer, novelty_checker, recorder, researcher, static_checker
+# the Researcher and the Debugger call their models through base.ask_researcher and patches.ask_debugger: their
+# stand-ins replace base.ask and patches.ask
+from evoforge.agents import (
+    base,
+    debugger,
+    engineer,
+    novelty_checker,
+    patches,
+    recorder,
+    researcher,
+    static_checker,
+)
 from evoforge.agents.code_view import edit_and_view
 from evoforge.agents.prior_code import prior_code_candidate
 from evoforge.agents.unbound_names import unbound_names
@@ -554,7 +564,7 @@ def test_a_debugger_without_a_usable_patch_tries_again_within_its_bound(
     expected: str,
 ) -> None:
     use_stand_ins(monkeypatch, debugger, config)
-    monkeypatch.setattr(debugger, "ask", ScriptedAsk(LLMCallError("the model is down")))
+    monkeypatch.setattr(patches, "ask", ScriptedAsk(LLMCallError("the model is down")))
     state = round_state(candidate=candidate(), stage_results=[dict(CRASH, status=failure_status)], status="needs_fix",
                         debug_attempts=earlier)
     after = advance(state, debugger.debug_candidate(state, runtime(config)))
@@ -567,7 +577,7 @@ def test_a_debugger_without_a_usable_patch_tries_again_within_its_bound(
 def test_a_usable_patch_restarts_the_cascade(monkeypatch: pytest.MonkeyPatch, config: RunConfig) -> None:
     use_stand_ins(monkeypatch, debugger, config)
     fix = "FIX: a smaller ring\n<<<<<<< SEARCH\nRING_RADIUS = 0.31\n=======\nRING_RADIUS = 0.30\n>>>>>>> REPLACE\n"
-    monkeypatch.setattr(debugger, "ask", ScriptedAsk(fix))
+    monkeypatch.setattr(patches, "ask", ScriptedAsk(fix))
     state = round_state(candidate=candidate(), stage_results=[CRASH], status="needs_fix", next_stage=1,
                         debug_attempts=BOUNDS.max_debug_attempts - 1)
     after = advance(state, debugger.debug_candidate(state, runtime(config)))
@@ -583,7 +593,7 @@ def test_a_patch_that_gives_an_evaluated_program_again_is_not_used(
     use_stand_ins(monkeypatch, debugger, config, nodes=StandInNodes(same_code=SimpleNamespace(id="run-r0000-l0",
                                                                                                name="seed")))
     fix = "FIX: back to the seed\n<<<<<<< SEARCH\nRING_RADIUS = 0.31\n=======\nRING_RADIUS = 0.3065\n>>>>>>> REPLACE\n"
-    monkeypatch.setattr(debugger, "ask", ScriptedAsk(fix))
+    monkeypatch.setattr(patches, "ask", ScriptedAsk(fix))
     state = round_state(candidate=candidate(), stage_results=[CRASH], status="needs_fix", next_stage=1)
     after = advance(state, debugger.debug_candidate(state, runtime(config)))
     assert after.candidate == state.candidate and after.status == "needs_fix"

@@ -8,26 +8,21 @@ the seed's program to the byte, evaluated a second time."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evoforge.agents.base import add_usage, ask
 from evoforge.agents.code_view import edit_and_view, short_paths
 from evoforge.agents.editing import EditError, parse_edit, unified_diff
-from evoforge.agents.patches import patched, refuse_unusable_patch
+from evoforge.agents.patches import ask_debugger, patched, refuse_unusable_patch
 from evoforge.agents.prior_code import binding_sources
 from evoforge.agents.prompting import render
 from evoforge.agents.repairs import apply_repaired_edit
 from evoforge.agents.reply_grammar import debugger_grammar
 from evoforge.agents.tree_debugger import debug_tree_candidate
 from evoforge.config import RunConfig
-from evoforge.llm.usage import LLMCallError
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
-
-log = logging.getLogger(__name__)
 
 
 def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
@@ -47,24 +42,17 @@ def debug_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]
                       feedback=earlier,
                       changes=unified_diff(state.parent["code"], state.candidate["code"], context=1))
     update: dict[str, Any] = {"debug_attempts": attempts}
-    try:
-        grammar = debugger_grammar(candidate_code, evolve_block=res.task.evolve_block)
-        reply, usage = ask(res, "debugger", messages, state, attempt=attempts, grammar=grammar)
-    except LLMCallError as exc:
-        log.warning("debugger model call failed (round %s): %s", state.round, exc)
-        problem = f"the model call failed: {exc}"
-    else:
-        update["usage"] = add_usage(state.usage, "debugger", usage)
+    grammar = debugger_grammar(candidate_code, evolve_block=res.task.evolve_block)
+    if (reply := ask_debugger(res, messages, state, attempts, grammar, update)) is not None:
         try:
             code, _, _ = apply_repaired_edit(
                 candidate_code, parse_edit(reply), fixed_from=state.parent["code"], evolve_block=res.task.evolve_block,
                 sources=[state.parent["code"], *binding_sources(res, state.cognition)], required=res.task.entry_points)
             refuse_unusable_patch(res, state, code)
         except EditError as exc:
-            problem = f"the patch could not be used: {exc}"
+            update["feedback"] = [f"debugger: attempt {attempts}: the patch could not be used: {exc}"]
         else:
             return patched(state, update, reply, code, unified_diff(state.parent["code"], code), attempts)
-    update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
     if exhausted:
         update["status"] = "invalid" if failure["status"] == "invalid" else "runtime_failed"
     return update

@@ -1,19 +1,40 @@
-"""What both Debuggers (a program's and a tree's) do with a patch once it is applied: refuse one that breaks a
-rule of the task or gives back a program node memory holds, and send a usable one back to the Engineer."""
+"""What both Debuggers (a program's and a tree's) share: the model call, then, once a patch is applied, refusing
+one that breaks a rule of the task or gives back a program node memory holds, and sending a usable one back to
+the Engineer."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
+from langchain_core.messages import BaseMessage
+
+from evoforge.agents.base import add_usage, ask
 from evoforge.agents.editing import EditError
 from evoforge.agents.static_checker import code_problems
+from evoforge.llm.usage import LLMCallError
 from evoforge.memory.fingerprint import code_hash
 from evoforge.runtime.payloads import Candidate
 from evoforge.runtime.services import Services
 from evoforge.runtime.state import State
 
+log = logging.getLogger(__name__)
 _FIX = re.compile(r"^[\s*#>-]*fix[\s*]*[:：][\s*]*(?P<text>.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def ask_debugger(res: Services, messages: list[BaseMessage], state: State, attempt: int, grammar: str,
+                 update: dict[str, Any]) -> str | None:
+    """The Debugger's reply to `messages`, its usage added to `update`; None when the call failed, which
+    `update`'s feedback then says."""
+    try:
+        reply, usage = ask(res, "debugger", messages, state, attempt=attempt, grammar=grammar)
+    except LLMCallError as exc:
+        log.warning("debugger model call failed (round %s): %s", state.round, exc)
+        update["feedback"] = [f"debugger: attempt {attempt}: the model call failed: {exc}"]
+        return None
+    update["usage"] = add_usage(state.usage, "debugger", usage)
+    return reply
 
 
 def refuse_unusable_patch(res: Services, state: State, code: str, *, parent_code: str | None = None) -> None:

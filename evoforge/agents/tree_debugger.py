@@ -3,26 +3,21 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evoforge.agents.base import add_usage, ask
 from evoforge.agents.editing import EditError
-from evoforge.agents.patches import patched, refuse_unusable_patch
+from evoforge.agents.patches import ask_debugger, patched, refuse_unusable_patch
 from evoforge.agents.prompting import render
 from evoforge.agents.reply_grammar import tree_reply_grammar
 from evoforge.agents.tree_editing import apply_tree_reply
 from evoforge.agents.tree_researcher import bind_tree_names, tree_diff
 from evoforge.agents.tree_view import shown_files, traceback_location, tree_paths
 from evoforge.config import RunConfig
-from evoforge.llm.usage import LLMCallError
 from evoforge.runtime.services import services_for
 from evoforge.runtime.state import State
 from evoforge.tasks.tree import decode_bundle
-
-log = logging.getLogger(__name__)
 
 
 def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
@@ -43,24 +38,17 @@ def debug_tree_candidate(state: State, runtime: Runtime[RunConfig]) -> dict[str,
                       feedback=[line for line in state.feedback if line.startswith("debugger:")],
                       changes=tree_diff(state.parent["code"], candidate_code))
     update: dict[str, Any] = {"debug_attempts": attempts}
-    try:
-        reply, usage = ask(res, "debugger", messages, state, attempt=attempts,
-                           grammar=tree_reply_grammar(files, first_line="FIX"))
-    except LLMCallError as exc:
-        log.warning("debugger model call failed (round %s): %s", state.round, exc)
-        problem = f"the model call failed: {exc}"
-    else:
-        update["usage"] = add_usage(state.usage, "debugger", usage)
+    grammar = tree_reply_grammar(files, first_line="FIX")
+    if (reply := ask_debugger(res, messages, state, attempts, grammar, update)) is not None:
         try:
             code, _ = apply_tree_reply(res.task.program_tree, candidate_code, reply)
             parent_sources = [text for path, text in decode_bundle(state.parent["code"]).items() if path.endswith(".py")]
             code, _ = bind_tree_names(candidate_code, code, parent_sources, res.task.program, res.task.entry_points)
             refuse_unusable_patch(res, state, code, parent_code=candidate_code)
         except EditError as exc:
-            problem = f"the patch could not be used: {exc}"
+            update["feedback"] = [f"debugger: attempt {attempts}: the patch could not be used: {exc}"]
         else:
             return patched(state, update, reply, code, tree_diff(state.parent["code"], code), attempts)
-    update["feedback"] = [f"debugger: attempt {attempts}: {problem}"]
     if attempts >= res.config.bounds.max_debug_attempts:
         update["status"] = "invalid" if failure["status"] == "invalid" else "runtime_failed"
     return update
