@@ -156,6 +156,9 @@ class CognitionConfig(_Section):
     """With `focus`: when the Researcher's reply leaves the program unchanged and a retrieved prior (the focused
     one first) gives complete functions that change the parent, those functions merged into the parent are the
     candidate (edit mode `prior_code`), instead of asking again (evoforge/agents/prior_code.py)."""
+    lesson_duplicate_similarity: float = Field(0.9, ge=-1, le=1)
+    """An Analyzer's lesson whose text embeds at least this close to a lesson the task holds is not kept (a small
+    model restates one lesson round after round; 1.0 keeps all but exact copies)."""
     embedding_model: str = "all-MiniLM-L6-v2"
     """The bundled MiniLM (offline) unless `embedding_base_url` names an OpenAI-compatible endpoint; any
     other model name without a base URL goes to OpenAI's own endpoint."""

@@ -20,7 +20,7 @@ from evoforge.cognition.embeddings import (
     embedding_identity,
     get_embedder,
 )
-from evoforge.cognition.store import CognitionStore
+from evoforge.cognition.store import CognitionStore, novel_lessons
 from evoforge.config import CognitionConfig
 from evoforge.memory.database import Database, EmbeddingMismatchError
 
@@ -189,6 +189,18 @@ def test_local_embedder_gives_normalised_vectors(embedder: LocalEmbedder) -> Non
     # one torch thread once the model is loaded: the model shares the cores with the model server and the sandboxes
     assert torch.get_num_threads() == 1
 
+
+
+def test_a_lesson_that_restates_one_the_task_holds_is_not_kept(embedder: LocalEmbedder) -> None:
+    # three lessons one run of the 1.5B model wrote (2026-12-08), and one of another kind
+    lesson = ("The improved packing method{} demonstrates the importance of carefully selecting the parameters and "
+              "constraints to achieve the desired packing quality.")
+    other = "Optimising the radii for fixed centres with a linear program is faster than a penalty method."
+    held = [lesson.format("")]
+    assert novel_lessons(embedder, held, [lesson.format("_v2"), other, lesson.format("_v3")], 0.9) == [other]
+    assert novel_lessons(embedder, [], [lesson.format("_v2"), lesson.format("_v3")], 0.9) == [lesson.format("_v2")]
+    assert novel_lessons(embedder, held, [lesson.format("_v2")], 1.01) == [lesson.format("_v2")]  # threshold off
+    assert novel_lessons(embedder, held, [], 0.9) == []
 
 class _CountingEmbedder:
     """A stand-in model that records every batch it is sent."""

@@ -9,6 +9,7 @@ from typing import Any, cast
 from langgraph.runtime import Runtime
 
 from evoforge.agents.novelty_checker import embed_candidate
+from evoforge.cognition.store import novel_lessons
 from evoforge.config import RunConfig
 from evoforge.memory.fingerprint import code_hash
 from evoforge.memory.nodes import NodeRecord
@@ -115,7 +116,8 @@ def record_node(state: State, runtime: Runtime[RunConfig]) -> dict[str, Any]:
     node = build_node(res, state)
     res.nodes.record_node(node)
     archive_node(res.nodes, node, res.config.sampling, res.task.score)
-    for insight in state.insights:
+    held = [item.content for item in res.cognition.list(res.task.name, kind="insight")] if state.insights else []
+    for insight in novel_lessons(res.embedder, held, state.insights, res.config.cognition.lesson_duplicate_similarity):
         res.cognition.add(res.task.name, insight, title=f"lesson from {node.name}", source=f"node:{node.id}",
                           kind="insight", node_id=node.id)
     # the run's best over every lane, so target and patience judge the whole search

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pgvector import Vector
 
 from evoforge.cognition.documents import expand_paths, passages_from_file
@@ -59,6 +60,24 @@ class _Entry:
     @property
     def id(self) -> str:
         return "cog-" + hashlib.sha256(f"{self.task or ''}\0{self.content_hash}".encode()).hexdigest()[:24]
+
+
+def novel_lessons(embedder: Embedder, held: list[str], lessons: list[str], threshold: float) -> list[str]:
+    """The `lessons` that are no restatement of a `held` lesson or of an earlier one of `lessons`: the embedding
+    of each one's text is below `threshold` similar to every other's. Measured (circle_packing, the embedded 1.5B
+    model, 2026-12-08): three lessons of one run, "The improved packing method[_v2|_v3] demonstrates the
+    importance of carefully selecting the parameters...", were 0.95-0.97 similar to each other, while distinct
+    lessons of that run and of data_curation's were at most 0.76."""
+    if not lessons:
+        return []
+    vectors = np.asarray(embedder.embed([*held, *lessons]), dtype=np.float64)
+    kept: list[str] = []
+    kept_vectors = list(vectors[: len(held)])
+    for lesson, vector in zip(lessons, vectors[len(held):], strict=True):
+        if all(float(vector @ other) < threshold for other in kept_vectors):
+            kept.append(lesson)
+            kept_vectors.append(vector)
+    return kept
 
 
 class CognitionStore:
