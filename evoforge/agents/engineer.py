@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,16 +45,16 @@ def needs_approval(config: RunConfig, stage: Stage) -> bool:
 
 def approval_request(state: State, stage: Stage) -> dict[str, Any]:
     """What a person sees before a costly stage: enough to judge without opening the run."""
-    candidate = state.candidate
-    diff = candidate.get("diff", "") if candidate else ""
+    candidate: Mapping[str, Any] = state.candidate or {}
+    diff = candidate.get("diff", "")
     return {
         "kind": "approve_stage",
         "run_id": state.run_id,
         "lane": state.lane,
         "node_id": state.node_id,
         "round": state.round,
-        "candidate": candidate.get("name") if candidate else None,
-        "motivation": candidate.get("motivation") if candidate else None,
+        "candidate": candidate.get("name"),
+        "motivation": candidate.get("motivation"),
         "diff_lines": sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")),
         "static_check": state.static_report,
         "stages_so_far": [{k: r.get(k) for k in ("stage", "status", "score")} for r in state.stage_results],

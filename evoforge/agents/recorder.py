@@ -4,6 +4,7 @@ cognition, and the stop criteria are checked."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, cast
 
 from langgraph.runtime import Runtime
@@ -77,21 +78,21 @@ def outcome_fields(res: Services, *, motivation: str, code: str, status: NodeSta
 
 
 def build_node(res: Services, state: State) -> NodeRecord:
-    candidate = state.candidate  # None when no reply of the round could be used
+    # empty when no reply of the round could be used; read as a mapping, since a Candidate has no optional keys
+    candidate: Mapping[str, Any] = state.candidate or {}
     # a round reaches the Recorder with a final status, or "" when it ran through (NodeRecord checks it)
     status = cast(NodeStatus, state.status or "evaluated")
     return NodeRecord(
-        **outcome_fields(res, motivation=candidate.get("motivation", "") if candidate else "",
-                         code=candidate.get("code", "") if candidate else "", status=status,
-                         stage_results=state.stage_results),
+        **outcome_fields(res, motivation=candidate.get("motivation", ""), code=candidate.get("code", ""),
+                         status=status, stage_results=state.stage_results),
         id=state.node_id,
         run_id=state.run_id,
         round=state.round,
         lane=state.lane,
         parent_ids=[state.parent["id"]] if state.parent else [],
         inspiration_ids=[node["id"] for node in state.inspirations],
-        name=candidate.get("name", f"failed_r{state.round}") if candidate else f"failed_r{state.round}",
-        diff=candidate.get("diff", "") if candidate else "",
+        name=candidate.get("name", f"failed_r{state.round}"),
+        diff=candidate.get("diff", ""),
         analysis=state.analysis,
         error=state.error,
         feedback="\n".join(state.feedback) or None,
@@ -102,8 +103,7 @@ def build_node(res: Services, state: State) -> NodeRecord:
         resources={**resource_totals(state.stage_results), "usage": state.usage,
                    "retries": {"parse": state.parse_failures, "static": state.static_retries,
                                "novelty": state.novelty_retries, "debug": state.debug_attempts},
-                   "repairs": candidate.get("repairs", []) if candidate else [],
-                   "edit_mode": candidate.get("edit_mode") if candidate else None},
+                   "repairs": candidate.get("repairs", []), "edit_mode": candidate.get("edit_mode")},
         policy=state.policy,
         island=state.island,
         novelty=dict(state.novelty_report) if state.novelty_report else {},
