@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,14 +177,16 @@ def _model_echoed_parent(state: State) -> bool:
     Such a reply is an echo the fingerprint missed, and is answered like one, without another model call:
     measured (2026-12-04 19:36, circle_packing), 3 of the 12 Researcher retries of a 20-minute run followed one,
     and each gave another echo or a near one."""
-    report, candidate, parent = state.novelty_report, state.candidate, state.parent
+    # each read as a mapping, empty when the round has none yet
+    report: Mapping[str, Any] = state.novelty_report or {}
+    candidate: Mapping[str, Any] = state.candidate or {}
+    parent: Mapping[str, Any] = state.parent or {}
     # the novelty report is the last candidate's only when that candidate passed the static check (which runs
     # first); after a static rejection it is an earlier candidate's
     passed_static = bool(state.static_report and state.static_report.get("ok"))
-    return (passed_static and report is not None and report.get("verdict") == "duplicate"
-            and report.get("nearest_id") is not None and parent is not None
+    return (passed_static and report.get("verdict") == "duplicate" and report.get("nearest_id") is not None
             and report.get("nearest_id") == parent.get("id")
-            and (candidate is None or candidate.get("edit_mode") not in ("prior_code", TUNED_CONSTANT)))
+            and candidate.get("edit_mode") not in ("prior_code", TUNED_CONSTANT))
 
 
 def _next_idea(cognition: list[CognitionView]) -> list[CognitionView]:
